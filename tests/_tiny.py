@@ -1,0 +1,90 @@
+"""Shrunken versions of the presets for fast structural tests.
+
+Widths and latent sizes are replaced by tiny values; everything that shapes
+the time structure (strides, dilations, kernel size, resampling) and the
+likelihood are kept.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sysid_msstcn.config import NetworkConfig
+from sysid_msstcn.model import MSSTCN
+from sysid_msstcn.presets import PRESETS, preset_network_kwargs
+
+PRESET_NAMES = tuple(PRESETS)
+
+
+def tiny_kwargs(
+    name: str,
+    channels: int = 4,
+    latent: int = 2,
+    n_inputs: int | None = None,
+    resampling: str | None = None,
+    max_outputs: int | None = 3,
+) -> dict:
+    """NetworkConfig keyword arguments of a preset with tiny widths."""
+    kw = preset_network_kwargs(name)
+    n_levels = len(kw["channels"])
+    kw["channels"] = (channels,) * n_levels
+    kw["latent_dims"] = tuple(1 + (i % 2) * (latent - 1) for i in range(n_levels))
+    if n_inputs is not None:
+        kw["n_inputs"] = n_inputs
+    if resampling is not None:
+        kw["resampling"] = resampling
+    if max_outputs is not None:
+        kw["n_outputs"] = min(kw["n_outputs"], max_outputs)
+    return kw
+
+
+def tiny_config(name: str, **kwargs) -> NetworkConfig:
+    """A NetworkConfig of a preset with tiny widths (see :func:`tiny_kwargs`)."""
+    return NetworkConfig(**tiny_kwargs(name, **kwargs))
+
+
+def build(config: NetworkConfig, dtype=torch.float64, seed: int = 0) -> MSSTCN:
+    """Build a model with seeded weights in eval mode."""
+    torch.manual_seed(seed)
+    return MSSTCN(config).to(dtype).eval()
+
+
+def random_data(model: MSSTCN, batch: int, n_steps: int, dtype=torch.float64):
+    """Random (y, u) of the right shapes; binary channels get 0/1 values."""
+    cfg = model.config
+    y = torch.randn(batch, cfg.n_outputs, n_steps, dtype=dtype)
+    if cfg.likelihood == "bernoulli":
+        y = (y > 0).to(dtype)
+    elif cfg.likelihood == "gmm_bernoulli":
+        y[:, :1] = (y[:, :1] > 0).to(dtype)
+    u = None
+    if cfg.n_inputs:
+        u = torch.randn(batch, cfg.n_inputs, n_steps, dtype=dtype)
+    return y, u
+
+
+def fixed_noise(model: MSSTCN, batch: int, n_steps: int, dtype=torch.float64):
+    """Standard normal latent noise of the model's per-level shapes."""
+    return [torch.randn(s, dtype=dtype) for s in model.latent_shapes(batch, n_steps)]
+
+
+def preset_variants(with_resampling: bool = True) -> list:
+    """(name, n_inputs, resampling) triples covering every preset."""
+    out = []
+    for name in PRESET_NAMES:
+        kw = preset_network_kwargs(name)
+        inputs = [kw["n_inputs"]] if kw["n_inputs"] else [0, 1]
+        multiscale = any(s > 1 for s in kw["strides"])
+        res = [kw.get("resampling", "learned")]
+        if with_resampling and multiscale:
+            res = ["learned", "fixed"]
+        for n_in in inputs:
+            for r in res:
+                out.append((name, n_in, r))
+    return out
+
+
+def variant_id(v) -> str:
+    """Readable pytest id of a preset variant."""
+    name, n_in, res = v
+    return f"{name}-u{n_in}-{res}"
