@@ -689,6 +689,9 @@ def fetch_f16(
             y = np.stack([np.asarray(r.y) for r in records], axis=1)
             data = _Loaded(first.u, y, float(first.sampling_time), 50)
             result[part].append(_record("f16", data, split, name, y_labels=labels))
+    if not result[0] or not result[1]:
+        folder = root / "F16" / "F16GVT_Files" / "BenchmarkData"
+        raise DataFormatError(f"f16: no train or no validation .mat files in {folder}")
     return result
 
 

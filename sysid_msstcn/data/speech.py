@@ -238,6 +238,11 @@ def load_speech_clips(
     rebuild : bool, default=False
         Decode again even if the cache is current.
 
+    Notes
+    -----
+    Build the cache from one process (e.g. rank 0 of a distributed run) and
+    let the others open it with :class:`ClipStore` afterwards.
+
     Returns
     -------
     store : ClipStore
@@ -512,7 +517,7 @@ class SpeechStatistics:
 
     @classmethod
     def fit(
-        cls, store: ClipStore | np.ndarray, rows: Any = None, *, block: int = 2048
+        cls, store: ClipStore | np.ndarray, rows: Any = None, *, block: int = 512
     ) -> SpeechStatistics:
         """Mean and population std over clips, streamed in blocks (float64).
 
@@ -521,7 +526,7 @@ class SpeechStatistics:
         store : ClipStore or numpy.ndarray of int16, shape (n_clips, clip_length)
         rows : array-like of int, optional
             Clips to use (the training rows); all by default.
-        block : int, default=2048
+        block : int, default=512
             Clips read at a time.
 
         Returns

@@ -37,7 +37,11 @@ def _check_window(window_length: int) -> int:
 
 
 def window_starts(
-    length: int, window_length: int, stride: int | None = None, *, cover_end=False
+    length: int,
+    window_length: int,
+    stride: int | None = None,
+    *,
+    cover_end: bool = False,
 ) -> np.ndarray:
     """Start indices of strided windows inside one record.
 
