@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from scipy import sparse
 
 from sysid_msstcn.data._validation import (
     DataTypeError,
@@ -286,6 +287,11 @@ BAD_CASES = {
         DataTypeError,
         r"cannot be converted",
     ),
+    "sparse": (
+        lambda: as_experiments(sparse.csr_matrix(U2), Y1),
+        DataTypeError,
+        r"sparse input is not supported",
+    ),
 }
 
 
@@ -325,6 +331,7 @@ def test_check_consistent_channels_accepts_matching():
             r"input channels but the estimator was fitted with 2\)",
         ),
         (None, np.ones(5), 2, 1, r"X is None but Est was fitted with 2 input"),
+        (np.ones(5), None, 2, 1, r"1 features.*Reshape your data"),
         (np.ones((5, 2)), None, None, 1, r"fitted without inputs"),
         (
             np.ones((5, 2)),

@@ -179,6 +179,11 @@ def _raw_array(obj: Any, name: str) -> tuple[Any, Any]:
         if obj.ndim == 2 and obj.dims[1] in obj.coords:
             names = _names(obj.coords[obj.dims[1]].values)
         return obj.values, names
+    if type(obj).__module__.startswith("scipy.sparse"):
+        raise DataTypeError(
+            f"{name} is a sparse {type(obj).__name__}: sparse input is not "
+            "supported; convert it with .toarray()"
+        )
     try:
         return np.asarray(obj), None
     except (TypeError, ValueError) as exc:  # ragged nested lists and the like
@@ -495,10 +500,13 @@ def check_consistent_channels(
             f"{n_features_expected} input channels"
         )
     if n_in is not None and n_in != n_features_expected:
+        hint = ""
+        if n_in == 1:
+            hint = ". Reshape your data: a 1-D X is read as one input channel"
         raise ShapeError(
             f"X has {n_in} features, but {estimator_name} is expecting "
             f"{n_features_expected} features as input (X has {n_in} input "
-            f"channels but the estimator was fitted with {n_features_expected})"
+            f"channels but the estimator was fitted with {n_features_expected})" + hint
         )
     n_out = experiments.n_outputs
     if n_outputs_expected is not None and n_out is not None:
