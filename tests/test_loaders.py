@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data.distributed import DistributedSampler
 
 from sysid_msstcn.data import load_blizzard, make_io_dataset
+from sysid_msstcn.data.speech import frame_clips, unframe_clips
 from sysid_msstcn.data.windows import (
     random_windows,
     split_validation_tails,
@@ -193,3 +196,37 @@ def test_clip_dataset_reads_lazily(tmp_path):
     loader = make_loader(ds, batch_size=2, shuffle=True, seed=0, num_workers=1)
     batch = next(iter(loader))
     assert batch.shape[1:] == (25, 320)
+
+
+# --------------------------------------------------------------------------
+# properties
+# --------------------------------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 40), min_size=1, max_size=5),
+    window=st.integers(1, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_windows_never_cross_experiments(lengths, window, seed):
+    arr = np.asarray(lengths)
+    strided = strided_windows(lengths, window, max(1, window // 2), cover_end=True)
+    assert np.all(strided[:, 1] + window <= arr[strided[:, 0]])
+    if (arr >= window).any():
+        w = random_windows(lengths, window, 50, seed)
+        assert np.all((w[:, 1] >= 0) & (w[:, 1] + window <= arr[w[:, 0]]))
+        # cover_end reaches the last sample of every long-enough experiment
+        for e in np.flatnonzero(arr >= window):
+            assert strided[strided[:, 0] == e, 1].max() + window == arr[e]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    t=st.integers(1, 20),
+    fw=st.integers(1, 20),
+    mode=st.sampled_from(["contiguous", "strided"]),
+)
+def test_framing_round_trip_property(t, fw, mode):
+    x = np.arange(2 * t * fw).reshape(2, t * fw)
+    frames = frame_clips(x, fw, mode)
+    assert frames.shape == (2, t, fw)
+    np.testing.assert_array_equal(unframe_clips(frames, mode), x)
