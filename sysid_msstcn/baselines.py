@@ -461,9 +461,15 @@ class PolynomialNARXRegressor(_SimulationBase):
         return [list(range(1, self.xlag + 1)) for _ in range(n_u)]
 
     def _fit_normalized(self, us: list[np.ndarray], ys: list[np.ndarray]) -> None:
-        from sysidentpy.model_structure_selection import FROLS
-        from sysidentpy.parameter_estimation import LeastSquares
-        from sysidentpy.utils.information_matrix import build_lagged_matrix
+        try:
+            from sysidentpy.model_structure_selection import FROLS
+            from sysidentpy.parameter_estimation import LeastSquares
+            from sysidentpy.utils.information_matrix import build_lagged_matrix
+        except ImportError as exc:  # pragma: no cover
+            raise ImportError(
+                "PolynomialNARXRegressor needs SysIdentPy: "
+                "pip install 'sysid_msstcn[baselines]'"
+            ) from exc
 
         xlag, max_lag = self._xlag(us[0].shape[1]), self.n_init_
         self.models_ = []
