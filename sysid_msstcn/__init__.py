@@ -4,4 +4,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from .estimator import MSSTCNRegressor
+
+__all__ = ["MSSTCNRegressor", "__version__"]

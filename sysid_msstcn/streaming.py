@@ -235,6 +235,7 @@ def simulate(
     generator: torch.Generator | None = None,
     batch: int | None = None,
     teacher: torch.Tensor | None = None,
+    teacher_until: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Free-run simulation (or ancestral sampling) with cached streaming.
 
@@ -258,6 +259,10 @@ def simulate(
     teacher : torch.Tensor of shape (B, C_y, T), optional
         Feed these outputs instead of the model's own (for exactness
         checks against the parallel forward pass).
+    teacher_until : torch.Tensor of shape (B,), optional
+        With ``teacher``: element b is teacher-forced only for steps
+        ``t < teacher_until[b]`` and runs free afterwards (k-step-ahead
+        prediction from several origins in one batch).
 
     Returns
     -------
@@ -284,12 +289,13 @@ def simulate(
     for t in range(n0, n_steps):
         p = sim.predict_params()  # (B, P, 1)
         params[..., t : t + 1] = p
-        if teacher is not None:
+        if teacher is not None and teacher_until is None:
             y_t = teacher[..., t : t + 1]
-        elif output == "mean":
-            y_t = lik.mean(p)
         else:
-            y_t = lik.sample(p, generator)
+            y_t = lik.mean(p) if output == "mean" else lik.sample(p, generator)
+            if teacher is not None:
+                forced = (t < teacher_until).to(y_t.dtype)[:, None, None]
+                y_t = forced * teacher[..., t : t + 1] + (1 - forced) * y_t
         ys[..., t : t + 1] = y_t
         sim.push(y_t)
     return ys, params

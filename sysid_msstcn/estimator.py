@@ -1,0 +1,1232 @@
+"""MSSTCNRegressor: the scikit-learn estimator around the MS-STCN model."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+
+from . import __version__
+from ._utils import check_random_state_seed, resolve_device
+from ._windows import ChannelScaler, sample_windows, split_tails
+from .config import NetworkConfig, TrainConfig, config_from_dict
+from .data._validation import as_experiments, check_consistent_channels
+from .exceptions import ConvergenceWarning, DataFormatError, DivergenceWarning
+from .model import MSSTCN
+from .objectives import elbo_terms
+from .presets import get_preset
+from .streaming import simulate as stream_simulate
+from .training import Batch, Trainer, make_batch
+
+__all__ = ["MSSTCNRegressor"]
+
+_DEFAULTS = {
+    "channels": (32, 32, 32, 32),
+    "latent_dims": (4, 4, 4, 4),
+    "strides": (1, 2, 2, 2),
+    "dilations": ((1, 2, 4, 8), (1, 2, 4), (1, 2, 4), (1, 2, 4, 8)),
+    "likelihood": "gaussian",
+    "n_components": 1,
+    "resampling": "learned",
+    "batch_size": 32,
+    "window": None,
+    "learning_rate": 1e-3,
+    "free_bits": 0.5,
+}
+_MAX_ROLLBACKS = 5
+
+
+def _is_1d_array(obj) -> bool:
+    return isinstance(obj, np.ndarray) and obj.ndim == 1
+
+
+class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
+    """MS-STCN system-identification model with a scikit-learn interface.
+
+    A multiscale stochastic temporal convolutional network (Andersson,
+    Wahlström and Schön, 2021) that models p(y_t | y_<t, u_<=t, z) with a
+    hierarchy of latent variables, each level at a slower time scale. Rows
+    of ``X`` and ``y`` are time steps.
+
+    Parameters
+    ----------
+    preset : str or None, default=None
+        Named configuration (see :mod:`sysid_msstcn.presets`). Parameters
+        left at None take the preset's value, then the built-in default.
+    channels, latent_dims, strides : tuple of int or None
+        Per-level filters, latent dimensions and downsampling factors
+        (bottom level first); default (32,)*4, (4,)*4, (1, 2, 2, 2).
+    dilations : tuple of tuple of int or None
+        Bottom-up dilations per level.
+    kernel_size : int, default=2
+        Kernel size of the bottom-up convolutions.
+    n_topdown_blocks : int, default=2
+        Blocks of each top-down 1x1 Wavenet.
+    likelihood : {"gaussian", "gmm", "bernoulli", "gmm_bernoulli"} or None
+        Predictive distribution (default "gaussian").
+    n_components : int or None
+        Mixture components (default 1).
+    resampling : {"learned", "fixed"} or None
+        The paper's learned resampling (default) or the authors' code's.
+    use_latents : bool, default=True
+        False gives the deterministic autoregressive control model.
+    window : int or None, default=None
+        Training window length; None: four receptive fields, at least 128,
+        at most 2048 and at most the longest training segment.
+    batch_size : int or None, default=None
+        Windows per step (default 32).
+    max_iter : int, default=100
+        Epochs. One epoch draws windows covering about the training data.
+    learning_rate : float or None, default=None
+        Adam step size (default 1e-3).
+    lr_decay, lr_decay_steps : float, int, default=0.98, 6000
+        Exponential learning-rate decay: lr_decay every lr_decay_steps.
+    objective : {"linear_free_bits", "elbo"}, default="linear_free_bits"
+    free_bits : float or None, default=None
+        Initial linear free-bits threshold in nats (default 0.5).
+    free_bits_half_life : int, default=300000
+    grad_clip : float or None, default=10.0
+        Global gradient-norm clipping (None disables it).
+    early_stopping : bool, default=True
+        Stop when the validation ELBO has not improved for
+        ``n_iter_no_change`` epochs and restore the best weights.
+    validation_fraction : float, default=0.1
+        Tail of each experiment held out for validation (never shuffled).
+    n_iter_no_change : int, default=20
+    tol : float, default=0.0
+        Minimum improvement of the validation ELBO per step (nats).
+    n_init : int or None, default=None
+        Warm-up length used by :meth:`score`; None: the receptive field.
+    normalize : bool, default=True
+        Standardise inputs and outputs per channel inside the estimator.
+    mixed_precision : bool, default=False
+        bf16 autocast on CUDA.
+    device : str, default="auto"
+        "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+    random_state : int, numpy Generator or None, default=None
+    warm_start : bool, default=False
+        Continue training the fitted network on the next ``fit``.
+    verbose : int, default=0
+        1 shows a progress bar with loss, ELBO and validation ELBO.
+
+    Attributes
+    ----------
+    model_ : MSSTCN
+        The trained network.
+    network_config_ : NetworkConfig
+    n_features_in_ : int
+        Number of input channels (0 for output-only data).
+    n_outputs_ : int
+    receptive_field_ : int
+        Past output samples that a prediction depends on.
+    n_init_ : int
+        Warm-up length used by :meth:`score`.
+    window_ : int
+        Training window length used.
+    history_ : list of dict
+        Per-epoch training loss/ELBO, validation ELBO, KL per level,
+        learning rate, free-bits threshold and skipped steps.
+    history_events_ : list of dict
+        Divergence roll-backs and interruptions.
+    n_iter_ : int
+        Epochs run.
+    best_epoch_ : int
+        Epoch whose weights were kept.
+    device_ : torch.device
+
+    Notes
+    -----
+    ``predict`` is free-run simulation from the inputs alone (the standard
+    of the nonlinear system-identification benchmarks): the model's own
+    predictive means are fed back, latents at their prior means. The first
+    ``len(y_init)`` outputs are measured values, returned unchanged.
+    ``score`` is the R^2 of that simulation after a warm-up of ``n_init_``
+    measured samples taken from the head of ``y``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sysid_msstcn import MSSTCNRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> u = rng.normal(size=(300, 1))
+    >>> y = np.convolve(u[:, 0], [0.5, 0.3, 0.1])[:300]
+    >>> est = MSSTCNRegressor(channels=(8, 8), latent_dims=(2, 2),
+    ...                       strides=(1, 2), dilations=((1, 2), (1, 2)),
+    ...                       max_iter=2, random_state=0, device="cpu")
+    >>> est.fit(u, y).predict(u, y_init=y[:10]).shape
+    (300,)
+    """
+
+    def __init__(
+        self,
+        preset: str | None = None,
+        *,
+        channels: tuple | None = None,
+        latent_dims: tuple | None = None,
+        strides: tuple | None = None,
+        dilations: tuple | None = None,
+        kernel_size: int = 2,
+        n_topdown_blocks: int = 2,
+        likelihood: str | None = None,
+        n_components: int | None = None,
+        resampling: str | None = None,
+        use_latents: bool = True,
+        window: int | None = None,
+        batch_size: int | None = None,
+        max_iter: int = 100,
+        learning_rate: float | None = None,
+        lr_decay: float = 0.98,
+        lr_decay_steps: int = 6000,
+        objective: str = "linear_free_bits",
+        free_bits: float | None = None,
+        free_bits_half_life: int = 300_000,
+        grad_clip: float | None = 10.0,
+        early_stopping: bool = True,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 20,
+        tol: float = 0.0,
+        n_init: int | None = None,
+        normalize: bool = True,
+        mixed_precision: bool = False,
+        device: str = "auto",
+        random_state=None,
+        warm_start: bool = False,
+        verbose: int = 0,
+    ) -> None:
+        self.preset = preset
+        self.channels = channels
+        self.latent_dims = latent_dims
+        self.strides = strides
+        self.dilations = dilations
+        self.kernel_size = kernel_size
+        self.n_topdown_blocks = n_topdown_blocks
+        self.likelihood = likelihood
+        self.n_components = n_components
+        self.resampling = resampling
+        self.use_latents = use_latents
+        self.window = window
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.lr_decay = lr_decay
+        self.lr_decay_steps = lr_decay_steps
+        self.objective = objective
+        self.free_bits = free_bits
+        self.free_bits_half_life = free_bits_half_life
+        self.grad_clip = grad_clip
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.n_init = n_init
+        self.normalize = normalize
+        self.mixed_precision = mixed_precision
+        self.device = device
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ params
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.regressor_tags.poor_score = True
+        tags.non_deterministic = False
+        return tags
+
+    def _resolved(self) -> dict:
+        """Architecture and training values after preset and defaults."""
+        out = dict(_DEFAULTS)
+        if self.preset is not None:
+            if not isinstance(self.preset, str):
+                raise ValueError(f"preset must be a name, got {self.preset!r}")
+            out.update(get_preset(self.preset)["params"])
+        for key in _DEFAULTS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        for key in ("kernel_size", "n_topdown_blocks", "use_latents"):
+            out[key] = getattr(self, key)
+        return out
+
+    def _check_params(self) -> None:
+        checks = {
+            "max_iter": isinstance(self.max_iter, int) and self.max_iter >= 0,
+            "validation_fraction": 0 <= self.validation_fraction < 1,
+            "n_iter_no_change": isinstance(self.n_iter_no_change, int)
+            and self.n_iter_no_change >= 1,
+            "verbose": isinstance(self.verbose, (int, bool)),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"invalid {name}={getattr(self, name)!r}")
+        if self.n_init is not None and (
+            not isinstance(self.n_init, (int, np.integer)) or self.n_init < 0
+        ):
+            raise ValueError(f"n_init must be an int >= 0 or None, got {self.n_init!r}")
+
+    def _build_configs(
+        self, n_in: int, n_out: int
+    ) -> tuple[NetworkConfig, TrainConfig]:
+        r = self._resolved()
+        net = NetworkConfig(
+            n_outputs=n_out,
+            n_inputs=n_in,
+            channels=tuple(r["channels"]),
+            latent_dims=tuple(r["latent_dims"]),
+            strides=tuple(r["strides"]),
+            dilations=tuple(tuple(d) for d in r["dilations"]),
+            kernel_size=r["kernel_size"],
+            n_topdown_blocks=r["n_topdown_blocks"],
+            likelihood=r["likelihood"],
+            n_components=r["n_components"],
+            resampling=r["resampling"],
+            use_latents=r["use_latents"],
+        )
+        train = TrainConfig(
+            learning_rate=float(r["learning_rate"]),
+            lr_decay=self.lr_decay,
+            lr_decay_steps=self.lr_decay_steps,
+            objective=self.objective,
+            free_bits=float(r["free_bits"]),
+            free_bits_half_life=self.free_bits_half_life,
+            grad_clip=self.grad_clip,
+            mixed_precision=self.mixed_precision,
+        )
+        bs = r["batch_size"]
+        if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
+            raise ValueError(f"batch_size must be a positive int, got {bs!r}")
+        return net, train
+
+    # -------------------------------------------------------------- data
+    def _experiments(self, X, y, *, fitting: bool, y_prefix: bool = False):
+        for name, obj in (("X", X),):
+            items = obj if isinstance(obj, (list, tuple)) else [obj]
+            if any(_is_1d_array(a) for a in items):
+                raise ValueError(
+                    f"Expected 2D array for {name}, got 1D array instead: reshape "
+                    "your inputs with u.reshape(-1, 1) (one input channel)"
+                )
+        if fitting and y is None and not _holds_outputs(X):
+            raise ValueError(
+                "MSSTCNRegressor requires y to be passed, but the target y is None"
+            )
+        if (
+            X is not None
+            and isinstance(X, np.ndarray)
+            and X.ndim == 2
+            and (X.shape[1] == 0)
+        ):
+            raise ValueError("X has 0 feature(s); pass X=None for output-only data")
+        min_len = self.receptive_field_ + 1 if hasattr(self, "receptive_field_") else 2
+        return as_experiments(
+            X,
+            y,
+            min_length=min_len if fitting else 1,
+            min_length_reason="shorter than the receptive field of the model plus one",
+            y_prefix=y_prefix,
+        )
+
+    def _scale_in(self, u: np.ndarray | None) -> np.ndarray | None:
+        if u is None:
+            return None
+        return self.x_scaler_.transform(u) if self.normalize else u
+
+    def _scale_out(self, y: np.ndarray) -> np.ndarray:
+        return self.y_scaler_.transform(y) if self.normalize else y
+
+    def _unscale_out(self, y: np.ndarray) -> np.ndarray:
+        return self.y_scaler_.inverse_transform(y) if self.normalize else y
+
+    def _unscale_std(self, s: np.ndarray) -> np.ndarray:
+        return s * self.y_scaler_.scale_ if self.normalize else s
+
+    # --------------------------------------------------------------- fit
+    def fit(self, X, y=None):
+        """Fit the model on one or several experiments.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_timesteps, n_inputs), list, Dataset or None
+            Inputs u (rows are time). A list gives several experiments;
+            an xarray Dataset (or list) from :mod:`sysid_msstcn.data`
+            carries both u and y. None for output-only data.
+        y : array-like of shape (n_timesteps,) or (n_timesteps, n_outputs)
+            Outputs (a list for several experiments).
+
+        Returns
+        -------
+        self : MSSTCNRegressor
+        """
+        return self._fit(X, y, reset=not (self.warm_start and self._is_fitted()))
+
+    def partial_fit(self, X, y=None):
+        """Continue training (``max_iter`` more epochs) or fit if unfitted.
+
+        Parameters
+        ----------
+        X, y : see :meth:`fit`
+
+        Returns
+        -------
+        self : MSSTCNRegressor
+        """
+        return self._fit(X, y, reset=not self._is_fitted())
+
+    def _is_fitted(self) -> bool:
+        return hasattr(self, "model_")
+
+    def _fit(self, X, y, reset: bool):
+        self._check_params()
+        data = self._experiments(X, y, fitting=True)
+        n_in = data.n_inputs or 0
+        n_out = data.n_outputs
+        if reset:
+            self._initialize(data, n_in, n_out)
+        else:
+            check_consistent_channels(
+                data,
+                self.n_features_in_ or None,
+                self.n_outputs_,
+                estimator_name=type(self).__name__,
+            )
+        short = [i for i, n in enumerate(data.lengths) if n <= self.receptive_field_]
+        if short:
+            raise ValueError(
+                f"experiment {short[0]} has {data.lengths[short[0]]} samples, "
+                f"shorter than the receptive field of the model plus one "
+                f"({self.receptive_field_ + 1})"
+            )
+        us = [self._scale_in(u) for u in data.u]
+        ys = [self._scale_out(v) for v in data.y]
+        self._train(us, ys)
+        return self
+
+    def _initialize(self, data, n_in: int, n_out: int) -> None:
+        net, train = self._build_configs(n_in, n_out)
+        seed = check_random_state_seed(self.random_state)
+        self._seed = seed
+        self._rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        self.device_ = resolve_device(self.device)
+        self.network_config_ = net
+        self.train_config_ = train
+        self.model_ = MSSTCN(net).to(self.device_)
+        self.n_features_in_ = n_in
+        self.n_outputs_ = n_out
+        self.y_1d_ = bool(data.y_1d)
+        self.receptive_field_ = net.receptive_field
+        self.n_init_ = (
+            self.receptive_field_ if self.n_init is None else int(self.n_init)
+        )
+        self.x_scaler_ = ChannelScaler("input")
+        self.y_scaler_ = ChannelScaler("output")
+        if n_in:
+            self.x_scaler_.fit(data.u)
+        self.y_scaler_.fit(data.y)
+        self.history_ = []
+        self.history_events_ = []
+        self.n_iter_ = 0
+        self.best_epoch_ = 0
+        self._trainer_state = None
+        if data.output_names is not None:
+            self.output_names_ = tuple(data.output_names)
+
+    def _window_length(self, segments) -> int:
+        r = self._resolved()
+        longest = max(stop - start for _, start, stop in segments)
+        if r["window"] is not None:
+            w = int(r["window"])
+            if w < 2:
+                raise ValueError(f"window must be >= 2, got {w}")
+            return min(w, longest)
+        return int(min(max(4 * self.receptive_field_, 128), 2048, longest))
+
+    def _batch(self, us, ys, windows) -> Batch:
+        wy = [ys[i][a:b] for i, a, b in windows]
+        wu = None if us[0] is None else [us[i][a:b] for i, a, b in windows]
+        return make_batch(wy, wu)
+
+    def _train(self, us, ys) -> None:
+        lengths = [v.shape[0] for v in ys]
+        frac = self.validation_fraction if self.early_stopping else 0.0
+        train_seg, valid_seg = split_tails(lengths, frac, self.receptive_field_ + 1)
+        self.window_ = self._window_length(train_seg)
+        bs = int(self._resolved()["batch_size"])
+        total = sum(stop - start for _, start, stop in train_seg)
+        n_batches = max(1, math.ceil(total / (self.window_ * bs)))
+        valid_batches = [
+            self._batch(us, ys, valid_seg[k : k + bs])
+            for k in range(0, len(valid_seg), bs)
+        ]
+        trainer = Trainer(self.model_, self.train_config_, self.device_)
+        if self._trainer_state is not None:
+            trainer.optimizer.load_state_dict(self._trainer_state["optimizer"])
+            trainer.iteration = self._trainer_state["iteration"]
+            trainer.lr_scale = self._trainer_state["lr_scale"]
+        best = (-math.inf, trainer.snapshot(), self.n_iter_)
+        good = trainer.snapshot()
+        no_improve, rollbacks = 0, 0
+        bar = _progress(self.max_iter, self.verbose)
+        stopped_early = False
+        try:
+            for _ in range(self.max_iter):
+                t0 = time.perf_counter()
+                rows = []
+                for _ in range(n_batches):
+                    wins = sample_windows(train_seg, self.window_, bs, self._rng)
+                    rows.append(trainer.train_step(self._batch(us, ys, wins)))
+                    if trainer.consecutive_bad >= 3:
+                        rollbacks += 1
+                        trainer.restore(good)
+                        trainer.lr_scale *= 0.5
+                        event = {
+                            "epoch": self.n_iter_ + 1,
+                            "event": "rollback",
+                            "lr_scale": trainer.lr_scale,
+                            "skipped_steps": trainer.n_skipped,
+                        }
+                        self.history_events_.append(event)
+                        warnings.warn(
+                            "non-finite loss or gradients in 3 consecutive steps: "
+                            "weights rolled back to the last good epoch and the "
+                            f"learning rate halved (factor {trainer.lr_scale:g})",
+                            DivergenceWarning,
+                            stacklevel=3,
+                        )
+                        if rollbacks > _MAX_ROLLBACKS:
+                            break
+                self.n_iter_ += 1
+                row = _epoch_row(rows, self.n_iter_, trainer, time.perf_counter() - t0)
+                if valid_batches:
+                    val = trainer.evaluate(valid_batches)
+                    row.update(
+                        val_elbo=val["elbo"],
+                        val_elbo_per_step=val["elbo_per_step"],
+                        val_kl_per_level=val["kl_per_level"],
+                    )
+                    score = val["elbo_per_step"]
+                else:
+                    score = row["elbo_per_step"]
+                self.history_.append(row)
+                finite = math.isfinite(score) and all(
+                    bool(torch.isfinite(p).all()) for p in self.model_.parameters()
+                )
+                if finite:
+                    good = trainer.snapshot()
+                if finite and score > best[0] + self.tol:
+                    best = (score, trainer.snapshot(), self.n_iter_)
+                    no_improve = 0
+                else:
+                    no_improve += 1
+                bar.update(row)
+                if rollbacks > _MAX_ROLLBACKS:
+                    warnings.warn(
+                        "training stopped: it kept diverging after "
+                        f"{_MAX_ROLLBACKS} roll-backs",
+                        DivergenceWarning,
+                        stacklevel=2,
+                    )
+                    break
+                if (
+                    self.early_stopping
+                    and valid_batches
+                    and (no_improve >= self.n_iter_no_change)
+                ):
+                    stopped_early = True
+                    break
+        except KeyboardInterrupt:
+            self.history_events_.append({"epoch": self.n_iter_, "event": "interrupted"})
+            warnings.warn(
+                "training interrupted; keeping the best weights so far",
+                UserWarning,
+                stacklevel=2,
+            )
+        finally:
+            bar.close()
+        if best[2] > 0 or best[0] > -math.inf:
+            trainer.restore(best[1])
+            self.best_epoch_ = best[2]
+        self._trainer_state = {
+            "optimizer": trainer.optimizer.state_dict(),
+            "iteration": trainer.iteration,
+            "lr_scale": trainer.lr_scale,
+        }
+        self.loss_curve_ = [r["loss"] for r in self.history_]
+        if (
+            self.max_iter > 0
+            and not stopped_early
+            and self.early_stopping
+            and valid_batches
+            and self.verbose
+        ):
+            warnings.warn(
+                f"stopped at max_iter={self.max_iter} before early stopping",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------ predict
+    def _predict_data(self, X, y_init):
+        """Validated (inputs, lengths, warm-ups, is_list) for prediction."""
+        check_is_fitted(self)
+        name = type(self).__name__
+        if X is None:
+            raise ValueError(
+                "X is None: pass the inputs (or, for a model without inputs, an "
+                "array of shape (n_timesteps, 0) giving the length; see also "
+                "sample())"
+            )
+        if not self.n_features_in_ and _empty_columns(X):
+            items = X if isinstance(X, (list, tuple)) else [X]
+            us = [None] * len(items)
+            lengths = [int(np.asarray(a).shape[0]) for a in items]
+            is_list = isinstance(X, (list, tuple))
+        else:
+            data = self._experiments(X, None, fitting=False)
+            check_consistent_channels(
+                data, self.n_features_in_ or None, None, estimator_name=name
+            )
+            us, lengths, is_list = data.u, data.lengths, data.is_list
+        inits: list[np.ndarray | None] = [None] * len(us)
+        if y_init is not None:
+            if isinstance(y_init, (list, tuple)) != is_list:
+                raise ValueError("y_init must be a list exactly when X is a list")
+            items = list(y_init) if is_list else [y_init]
+            inits = []
+            for i, (item, n) in enumerate(zip(items, lengths, strict=True)):
+                yi = as_experiments(None, item, y_name="y_init").y[0]
+                if yi.shape[1] != self.n_outputs_:
+                    raise ValueError(
+                        f"y_init has {yi.shape[1]} output channels but {name} was "
+                        f"fitted with {self.n_outputs_}"
+                    )
+                if yi.shape[0] > n:
+                    raise ValueError(
+                        f"y_init of experiment {i} has {yi.shape[0]} samples, longer "
+                        f"than the record ({n} samples)"
+                    )
+                inits.append(yi)
+        return us, lengths, inits, is_list
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a.T[None], dtype=torch.float32, device=self.device_)
+
+    def _run(self, u, y0, n_steps, n_samples, latent, output, generator):
+        """Simulate one experiment: returns (y, std) in model units."""
+        model = self.model_
+        model.eval()
+        ut = None if u is None else self._tensor(u).expand(n_samples, -1, -1)
+        yt = None
+        if y0 is not None and y0.shape[0] > 0:
+            yt = self._tensor(y0).expand(n_samples, -1, -1)
+        ys, params = stream_simulate(
+            model,
+            n_steps,
+            ut,
+            yt,
+            latent=latent,
+            output=output,
+            generator=generator,
+            batch=n_samples,
+        )
+        std = model.likelihood.std(params)
+        return (
+            ys.permute(0, 2, 1).double().cpu().numpy(),
+            std.permute(0, 2, 1).double().cpu().numpy(),
+        )
+
+    def _format(self, arrays: list[np.ndarray], is_list: bool):
+        out = [a[..., 0] if self.y_1d_ else a for a in arrays]
+        return out if is_list else out[0]
+
+    def predict(self, X, y_init=None, return_std: bool = False):
+        """Free-run simulation from the inputs (deterministic).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_timesteps, n_inputs) or list
+        y_init : array-like of shape (n_init, n_outputs), optional
+            Measured outputs of the warm-up, returned unchanged at the head.
+        return_std : bool, default=False
+            Also return the one-step predictive standard deviation along the
+            simulated trajectory (0 over the warm-up). For uncertainty that
+            propagates through the simulation use :meth:`simulate` or
+            :meth:`predict_interval`.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_timesteps,) or (n_timesteps, n_outputs)
+        y_std : ndarray, same shape, only with ``return_std=True``
+        """
+        us, lengths, inits, is_list = self._predict_data(X, y_init)
+        means, stds = [], []
+        for u, n, y0 in zip(us, lengths, inits, strict=True):
+            y0s = None if y0 is None else self._scale_out(y0)
+            with torch.no_grad():
+                ys, sd = self._run(
+                    self._scale_in(u), y0s, n, 1, "prior_mean", "mean", None
+                )
+            mean = self._unscale_out(ys[0])
+            n0 = 0 if y0 is None else y0.shape[0]
+            if n0:
+                mean[:n0] = y0
+            sd = self._unscale_std(sd[0])
+            sd[:n0] = 0.0
+            means.append(mean)
+            stds.append(sd)
+        if return_std:
+            return self._format(means, is_list), self._format(stds, is_list)
+        return self._format(means, is_list)
+
+    def simulate(self, X, y_init=None, n_samples: int = 100, random_state=None):
+        """Monte Carlo trajectories through the latent hierarchy.
+
+        Latents are drawn from the prior and outputs from the predictive
+        distribution at every step, then fed back.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_timesteps, n_inputs) or list
+        y_init : array-like of shape (n_init, n_outputs), optional
+        n_samples : int, default=100
+        random_state : int, Generator or None
+
+        Returns
+        -------
+        samples : ndarray of shape (n_samples, n_timesteps, n_outputs)
+            (n_outputs axis dropped for 1-D y; a list for several
+            experiments.)
+        """
+        if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+        us, lengths, inits, is_list = self._predict_data(X, y_init)
+        gen = self._generator(random_state)
+        out = []
+        for u, n, y0 in zip(us, lengths, inits, strict=True):
+            y0s = None if y0 is None else self._scale_out(y0)
+            ys, _ = self._run(
+                self._scale_in(u), y0s, n, int(n_samples), "prior", "sample", gen
+            )
+            ys = self._unscale_out(ys)
+            if y0 is not None:
+                ys[:, : y0.shape[0]] = y0
+            out.append(ys)
+        return self._format(out, is_list)
+
+    def _generator(self, random_state) -> torch.Generator:
+        seed = check_random_state_seed(random_state)
+        gen = torch.Generator(device=self.device_)
+        gen.manual_seed(seed)
+        return gen
+
+    def predict_interval(
+        self,
+        X,
+        y_init=None,
+        coverage: float = 0.9,
+        n_samples: int = 200,
+        random_state=None,
+    ):
+        """Central prediction interval from Monte Carlo simulation.
+
+        Parameters
+        ----------
+        X, y_init : see :meth:`simulate`
+        coverage : float, default=0.9
+        n_samples : int, default=200
+        random_state : int, Generator or None
+
+        Returns
+        -------
+        lower, upper : ndarray of the shape of :meth:`predict`'s output
+        """
+        if not 0 < coverage < 1:
+            raise ValueError(f"coverage must be in (0, 1), got {coverage}")
+        a = (1 - coverage) / 2
+        q = self.predict_quantiles(
+            X, y_init, alpha=(a, 1 - a), n_samples=n_samples, random_state=random_state
+        )
+        if isinstance(q, list):
+            return [x[0] for x in q], [x[1] for x in q]
+        return q[0], q[1]
+
+    def predict_quantiles(
+        self,
+        X,
+        y_init=None,
+        alpha=(0.05, 0.5, 0.95),
+        n_samples: int = 200,
+        random_state=None,
+    ):
+        """Quantiles of the simulated output distribution.
+
+        Parameters
+        ----------
+        X, y_init : see :meth:`simulate`
+        alpha : float or sequence of float, default=(0.05, 0.5, 0.95)
+        n_samples : int, default=200
+        random_state : int, Generator or None
+
+        Returns
+        -------
+        quantiles : ndarray of shape (n_alpha, n_timesteps[, n_outputs])
+        """
+        alpha = np.atleast_1d(np.asarray(alpha, dtype=float))
+        if np.any((alpha <= 0) | (alpha >= 1)):
+            raise ValueError(f"alpha values must be in (0, 1), got {alpha.tolist()}")
+        sims = self.simulate(X, y_init, n_samples=n_samples, random_state=random_state)
+        if isinstance(sims, list):
+            return [np.quantile(s, alpha, axis=0) for s in sims]
+        return np.quantile(sims, alpha, axis=0)
+
+    def predict_ahead(self, X, y, steps: int = 1):
+        """k-step-ahead prediction from measured outputs up to t - k.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_timesteps, n_inputs) or list
+        y : array-like of shape (n_timesteps[, n_outputs]) or list
+            Measured outputs.
+        steps : int, default=1
+            k. With k=1 one parallel pass gives the one-step-ahead
+            prediction; larger k runs batched rollouts from every origin.
+
+        Returns
+        -------
+        y_pred : ndarray like ``y``
+            Element t predicts y_t from y_<=t-k (the first k elements use a
+            zero history, i.e. the output mean, before the record).
+        """
+        if not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        check_is_fitted(self)
+        data = self._experiments(X, y, fitting=False)
+        check_consistent_channels(
+            data,
+            self.n_features_in_ or None,
+            self.n_outputs_,
+            estimator_name=type(self).__name__,
+        )
+        out = []
+        for u, yy in zip(data.u, data.y, strict=True):
+            us, ys = self._scale_in(u), self._scale_out(yy)
+            pred = self._ahead(us, ys, int(steps))
+            out.append(self._unscale_out(pred))
+        return self._format(out, data.is_list)
+
+    @torch.no_grad()
+    def _ahead(self, u, y, k: int) -> np.ndarray:
+        model = self.model_.eval()
+        T = y.shape[0]
+        yt = self._tensor(y)
+        ut = None if u is None else self._tensor(u)
+        if k == 1:
+            out = model(yt, ut, latent="prior_mean")
+            return model.likelihood.mean(out.params)[0].T.double().cpu().numpy()
+        D = self.network_config_.total_stride
+        ctx = -(-(self.receptive_field_ + D) // D) * D
+        pred = np.zeros_like(y)
+        chunk = 256
+        for o in range(0, T, chunk):  # origins o .. o+chunk-1 predict t = o+k-1
+            origins = np.arange(o, min(o + chunk, T))
+            start = (o // D) * D
+            ws = max(0, start - ctx)
+            stop = min(T, origins[-1] + k)
+            n = stop - ws
+            B = len(origins)
+            teach = yt[..., ws:stop].expand(B, -1, -1)
+            u_seg = None if ut is None else ut[..., ws:stop].expand(B, -1, -1)
+            until = torch.as_tensor(origins - ws, device=self.device_)
+            ys, _ = stream_simulate(
+                model,
+                n,
+                u_seg,
+                teach[..., : start - ws] if start > ws else None,
+                latent="prior_mean",
+                output="mean",
+                batch=B,
+                teacher=teach,
+                teacher_until=until,
+            )
+            ys = ys.double().cpu().numpy()
+            for b, org in enumerate(origins):
+                t = org + k - 1
+                if t < T:
+                    pred[t] = ys[b, :, t - ws]
+        head = min(k - 1, T)
+        if head:
+            pred[:head] = self._ahead(u, y, 1)[:head] if k > 1 else pred[:head]
+        return pred
+
+    def score(self, X, y, sample_weight=None):
+        """R^2 of free-run simulation after a warm-up of ``n_init_`` samples.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_timesteps, n_inputs) or list
+        y : array-like of shape (n_timesteps[, n_outputs]) or list
+        sample_weight : None
+            Not supported (must be None).
+
+        Returns
+        -------
+        score : float
+            Uniform average over output channels of R^2 computed on the
+            samples after the warm-up of every experiment.
+        """
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported")
+        check_is_fitted(self)
+        data = self._experiments(X, y, fitting=False)
+        n0 = self.n_init_
+        trues, preds = [], []
+        for u, yy in zip(data.u, data.y, strict=True):
+            if yy.shape[0] <= n0:
+                raise ValueError(
+                    f"a record of {yy.shape[0]} samples is not longer than the "
+                    f"warm-up n_init_={n0}"
+                )
+            p = self.predict(u, y_init=yy[:n0])
+            p = p.reshape(yy.shape)
+            trues.append(yy[n0:])
+            preds.append(p[n0:])
+        yt, yp = np.concatenate(trues), np.concatenate(preds)
+        ss_res = ((yt - yp) ** 2).sum(0)
+        ss_tot = ((yt - yt.mean(0)) ** 2).sum(0)
+        r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), 0.0)
+        return float(np.mean(r2))
+
+    def elbo(self, X, y=None) -> dict:
+        """ELBO of records under the model (posterior latents), in nats.
+
+        Parameters
+        ----------
+        X, y : see :meth:`fit`
+
+        Returns
+        -------
+        dict
+            ``elbo`` (per sequence, array of n_experiments), ``elbo_per_step``,
+            ``log_lik``, ``kl``, ``kl_per_level`` (n_experiments, n_levels; bottom
+            level first), ``n_steps``. The likelihood is evaluated on the
+            normalised outputs when ``normalize=True``; ``log_lik_raw`` adds
+            the Jacobian of the scaling (raw units).
+        """
+        check_is_fitted(self)
+        data = self._experiments(X, y, fitting=False)
+        rows = []
+        with torch.no_grad():
+            for u, yy in zip(data.u, data.y, strict=True):
+                out = self.model_.eval()(
+                    self._tensor(self._scale_out(yy)),
+                    None if u is None else self._tensor(self._scale_in(u)),
+                    latent="posterior",
+                )
+                rows.append(
+                    {k: v.double().cpu().numpy()[0] for k, v in elbo_terms(out).items()}
+                )
+        res = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+        res["elbo_per_step"] = res["elbo"] / res["n_steps"]
+        jac = np.sum(np.log(self.y_scaler_.scale_)) if self.normalize else 0.0
+        res["log_lik_raw"] = res["log_lik"] - res["n_steps"] * jac
+        res["elbo_raw"] = res["elbo"] - res["n_steps"] * jac
+        return res
+
+    def sample(self, n_sequences: int, length: int, X=None, random_state=None):
+        """Generate sequences (unconditional, or driven by inputs X).
+
+        Parameters
+        ----------
+        n_sequences : int
+        length : int
+        X : array-like of shape (length, n_inputs), optional
+            Required when the model has inputs.
+        random_state : int, Generator or None
+
+        Returns
+        -------
+        samples : ndarray of shape (n_sequences, length, n_outputs)
+        """
+        check_is_fitted(self)
+        for name, v in (("n_sequences", n_sequences), ("length", length)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        u = None
+        if self.n_features_in_:
+            if X is None:
+                raise ValueError(
+                    "this model has inputs: pass X of shape "
+                    f"({length}, {self.n_features_in_})"
+                )
+            u = self._scale_in(self._experiments(X, None, fitting=False).u[0])
+            if u.shape[0] != length:
+                raise ValueError(f"X has {u.shape[0]} rows but length={length}")
+        ys, _ = self._run(
+            u,
+            None,
+            int(length),
+            int(n_sequences),
+            "prior",
+            "sample",
+            self._generator(random_state),
+        )
+        return self._unscale_out(ys)
+
+    # ---------------------------------------------------------- persist
+    def _payload(self) -> dict:
+        params = _jsonable(self.get_params(deep=False))
+        return {
+            "format": "sysid_msstcn/1",
+            "version": __version__,
+            "params": params,
+            "network_config": self.network_config_.to_dict(),
+            "fitted": {
+                "n_features_in_": self.n_features_in_,
+                "n_outputs_": self.n_outputs_,
+                "y_1d_": self.y_1d_,
+                "receptive_field_": self.receptive_field_,
+                "n_init_": self.n_init_,
+                "n_iter_": self.n_iter_,
+                "best_epoch_": self.best_epoch_,
+                "window_": getattr(self, "window_", None),
+                "x_scaler_": self.x_scaler_.to_dict() if self.n_features_in_ else None,
+                "y_scaler_": self.y_scaler_.to_dict(),
+                "history_": _jsonable(self.history_),
+                "history_events_": _jsonable(self.history_events_),
+            },
+        }
+
+    def save(self, path) -> None:
+        """Save weights (safetensors) with a JSON header of params and stats.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Target file, conventionally ``*.safetensors``; written atomically.
+        """
+        from safetensors.torch import save_file
+
+        check_is_fitted(self)
+        path = Path(path)
+        state = {
+            k: v.detach().cpu().contiguous()
+            for k, v in self.model_.state_dict().items()
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(
+            state, str(tmp), metadata={"sysid_msstcn": json.dumps(self._payload())}
+        )
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path, device: str = "auto") -> MSSTCNRegressor:
+        """Load an estimator saved with :meth:`save` (no code is executed).
+
+        Parameters
+        ----------
+        path : str or path-like
+        device : str, default="auto"
+
+        Returns
+        -------
+        MSSTCNRegressor
+        """
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no saved model at {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            payload = json.loads(meta["sysid_msstcn"])
+        except Exception as exc:  # noqa: BLE001
+            raise DataFormatError(
+                f"{path}: not a sysid_msstcn model file ({exc.__class__.__name__}: "
+                f"{exc})"
+            ) from exc
+        est = cls(**_tuples(payload["params"]))
+        est.device = device
+        est._restore(payload, state)
+        return est
+
+    def _restore(self, payload: dict, state: dict) -> None:
+        fitted = payload["fitted"]
+        self.network_config_ = config_from_dict(payload["network_config"])
+        self.train_config_ = self._build_configs(
+            self.network_config_.n_inputs, self.network_config_.n_outputs
+        )[1]
+        self.device_ = resolve_device(self.device)
+        model = MSSTCN(self.network_config_)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise DataFormatError(
+                f"weights do not match the configuration: {exc}"
+            ) from exc
+        self.model_ = model.to(self.device_)
+        for key in (
+            "n_features_in_",
+            "n_outputs_",
+            "y_1d_",
+            "receptive_field_",
+            "n_init_",
+            "n_iter_",
+            "best_epoch_",
+            "history_",
+            "history_events_",
+        ):
+            setattr(self, key, fitted[key])
+        if fitted.get("window_") is not None:
+            self.window_ = fitted["window_"]
+        self.x_scaler_ = ChannelScaler("input")
+        if fitted["x_scaler_"] is not None:
+            self.x_scaler_ = ChannelScaler.from_dict(fitted["x_scaler_"], "input")
+        self.y_scaler_ = ChannelScaler.from_dict(fitted["y_scaler_"], "output")
+        self.loss_curve_ = [r.get("loss") for r in self.history_]
+        self._seed = check_random_state_seed(self.random_state)
+        self._rng = np.random.default_rng(self._seed)
+        self._trainer_state = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if "model_" in state:
+            state["model_"] = {
+                k: v.detach().cpu() for k, v in self.model_.state_dict().items()
+            }
+            state["device_"] = str(self.device_)
+        ts = state.get("_trainer_state")
+        if ts is not None:
+            state["_trainer_state"] = _to_cpu(ts)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        weights = state.get("model_")
+        self.__dict__.update(state)
+        if weights is not None:
+            dev = torch.device(state["device_"])
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                dev = torch.device("cpu")
+            self.device_ = dev
+            model = MSSTCN(self.network_config_)
+            model.load_state_dict(weights)
+            self.model_ = model.to(dev)
+
+
+def _empty_columns(X) -> bool:
+    items = X if isinstance(X, (list, tuple)) else [X]
+    return all(
+        isinstance(a, np.ndarray) and a.ndim == 2 and a.shape[1] == 0 for a in items
+    )
+
+
+def _holds_outputs(X) -> bool:
+    items = X if isinstance(X, (list, tuple)) else [X]
+    return bool(items) and all(hasattr(i, "__getitem__") and _has_uy(i) for i in items)
+
+
+def _has_uy(obj) -> bool:
+    try:
+        import xarray as xr
+
+        if isinstance(obj, xr.Dataset):
+            return "y" in obj.data_vars
+    except ImportError:  # pragma: no cover
+        pass
+    return hasattr(obj, "u") and hasattr(obj, "y") and not isinstance(obj, np.ndarray)
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+def _jsonable(obj: Any):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.random.Generator):
+        return None
+    return obj
+
+
+def _tuples(params: dict) -> dict:
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, list):
+            v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+        out[k] = v
+    return out
+
+
+def _epoch_row(rows: list[dict], epoch: int, trainer: Trainer, seconds: float) -> dict:
+    good = [r for r in rows if not r["skipped"]] or rows
+    n_steps = np.mean([r["n_steps"] for r in good])
+    elbo = float(np.mean([r["elbo"] for r in good]))
+    return {
+        "epoch": epoch,
+        "loss": float(np.mean([r["loss"] for r in good])),
+        "elbo": elbo,
+        "elbo_per_step": elbo / max(n_steps, 1.0),
+        "log_lik": float(np.mean([r["log_lik"] for r in good])),
+        "kl_per_level": np.mean([r["kl_per_level"] for r in good], axis=0).tolist()
+        if good[0]["kl_per_level"]
+        else [],
+        "lr": rows[-1]["lr"],
+        "threshold": rows[-1]["threshold"],
+        "n_skipped": trainer.n_skipped,
+        "seconds": seconds,
+    }
+
+
+class _NoBar:
+    def update(self, row):
+        pass
+
+    def close(self):
+        pass
+
+
+class _Bar:
+    def __init__(self, total):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc="MS-STCN", unit="epoch")
+
+    def update(self, row):
+        post = {
+            "loss": f"{row['loss']:.4g}",
+            "elbo/step": f"{row['elbo_per_step']:.4g}",
+        }
+        if "val_elbo_per_step" in row:
+            post["val"] = f"{row['val_elbo_per_step']:.4g}"
+        self.bar.set_postfix(post)
+        self.bar.update(1)
+
+    def close(self):
+        self.bar.close()
+
+
+def _progress(total: int, verbose) -> _Bar | _NoBar:
+    return _Bar(total) if verbose else _NoBar()

@@ -1,0 +1,403 @@
+"""Training loop core: steps, schedules, evaluation, history and checkpoints.
+
+The loop is layered: the estimator (or the command line) calls
+:meth:`Trainer.train_step` on batches and :meth:`Trainer.evaluate` on
+validation batches; each returns a dictionary of floats. The learning rate
+and the free-bits threshold are pure functions of the iteration count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .model import MSSTCN
+from .objectives import free_bits_threshold, training_loss
+
+__all__ = [
+    "Batch",
+    "History",
+    "Trainer",
+    "atomic_torch_save",
+    "learning_rate_at",
+    "load_checkpoint",
+    "make_batch",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """A training batch in model layout.
+
+    Attributes
+    ----------
+    y : torch.Tensor of shape (B, C_y, T)
+    u : torch.Tensor of shape (B, C_u, T) or None
+    lengths : torch.Tensor of shape (B,) or None
+    """
+
+    y: torch.Tensor
+    u: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
+        """Move the batch to a device."""
+
+        def mv(t):
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
+        return Batch(mv(self.y), mv(self.u), mv(self.lengths))
+
+
+def make_batch(
+    windows_y: list[np.ndarray],
+    windows_u: list[np.ndarray] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Batch:
+    """Stack time-major windows into a zero-padded :class:`Batch`.
+
+    Parameters
+    ----------
+    windows_y : list of ndarray of shape (T_i, C_y)
+    windows_u : list of ndarray of shape (T_i, C_u), optional
+    dtype : torch.dtype, default=torch.float32
+
+    Returns
+    -------
+    Batch
+        ``lengths`` is set only when the windows differ in length.
+    """
+    lengths = [w.shape[0] for w in windows_y]
+    T = max(lengths)
+
+    def stack(ws):
+        out = np.zeros((len(ws), ws[0].shape[1], T))
+        for i, w in enumerate(ws):
+            out[i, :, : w.shape[0]] = w.T
+        return torch.as_tensor(out, dtype=dtype)
+
+    y = stack(windows_y)
+    u = None if windows_u is None else stack(windows_u)
+    lens = None if len(set(lengths)) == 1 else torch.as_tensor(lengths)
+    return Batch(y, u, lens)
+
+
+def learning_rate_at(config: TrainConfig, iteration: int, scale: float = 1.0) -> float:
+    """Exponentially decayed learning rate after ``iteration`` steps.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    iteration : int
+    scale : float, default=1.0
+        Extra factor (lowered after a divergence).
+
+    Returns
+    -------
+    float
+        ``scale * lr * lr_decay ** (iteration / lr_decay_steps)``.
+    """
+    return (
+        scale
+        * config.learning_rate
+        * config.lr_decay ** (iteration / config.lr_decay_steps)
+    )
+
+
+@dataclass
+class History:
+    """Per-epoch records of a training run (a list of dictionaries)."""
+
+    rows: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+
+    def append(self, row: dict) -> None:
+        """Add one epoch's row."""
+        self.rows.append(dict(row))
+
+    def column(self, key: str) -> list:
+        """Values of one key across epochs (None where missing)."""
+        return [row.get(key) for row in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx):
+        return self.rows[idx]
+
+
+class Trainer:
+    """Optimises an :class:`MSSTCN` with Adam, linear free bits and safeguards.
+
+    Parameters
+    ----------
+    model : MSSTCN
+        The network, already on its device.
+    config : TrainConfig
+    device : torch.device
+
+    Attributes
+    ----------
+    iteration : int
+        Optimiser steps taken (skipped steps excluded).
+    n_skipped : int
+        Steps skipped because the loss or the gradients were not finite.
+    lr_scale : float
+        Extra learning-rate factor, lowered after divergences.
+    """
+
+    def __init__(self, model: MSSTCN, config: TrainConfig, device: torch.device):
+        self.model = model
+        self.config = config
+        self.device = device
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        self.iteration = 0
+        self.n_skipped = 0
+        self.consecutive_bad = 0
+        self.lr_scale = 1.0
+        self.loss_hook = None  # test seam: callable(loss, iteration) -> loss
+
+    @property
+    def threshold(self) -> float:
+        """Current free-bits threshold (nats per latent element)."""
+        cfg = self.config
+        return free_bits_threshold(
+            self.iteration, cfg.free_bits, cfg.free_bits_half_life
+        )
+
+    @property
+    def learning_rate(self) -> float:
+        """Current learning rate."""
+        return learning_rate_at(self.config, self.iteration, self.lr_scale)
+
+    def _autocast(self):
+        if self.config.mixed_precision and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(self, batch: Batch) -> dict:
+        """One optimiser step on a batch; non-finite steps are skipped.
+
+        Parameters
+        ----------
+        batch : Batch
+            On any device (moved to the trainer's device).
+
+        Returns
+        -------
+        dict
+            ``loss`` (free-bits objective, nats per sequence), ``elbo``,
+            ``log_lik``, ``kl`` (per sequence), ``kl_per_level`` (list),
+            ``n_steps`` (valid steps per sequence), ``skipped`` (bool),
+            ``lr``, ``threshold``.
+        """
+        self.model.train()
+        batch = batch.to(self.device, non_blocking=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate
+        threshold = self.threshold
+        with self._autocast():
+            out = self.model(batch.y, batch.u, batch.lengths, latent="posterior")
+        loss, terms = training_loss(out, threshold, self.config.objective)
+        if self.loss_hook is not None:
+            loss = self.loss_hook(loss, self.iteration)
+        self.optimizer.zero_grad(set_to_none=True)
+        skipped = not bool(torch.isfinite(loss))
+        if not skipped:
+            loss.backward()
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            clip = self.config.grad_clip if self.config.grad_clip else math.inf
+            norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            skipped = not bool(torch.isfinite(norm))
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.n_skipped += 1
+            self.consecutive_bad += 1
+        else:
+            self.optimizer.step()
+            self.iteration += 1
+            self.consecutive_bad = 0
+        row = _summarise(terms)
+        row.update(
+            loss=float(loss.detach()),
+            skipped=skipped,
+            lr=self.optimizer.param_groups[0]["lr"],
+            threshold=threshold,
+        )
+        return row
+
+    @torch.no_grad()
+    def evaluate(self, batches: list[Batch]) -> dict:
+        """Average ELBO terms per sequence over batches (posterior latents).
+
+        Parameters
+        ----------
+        batches : list of Batch
+
+        Returns
+        -------
+        dict
+            ``elbo``, ``log_lik``, ``kl`` (nats per sequence, averaged over
+            sequences), ``elbo_per_step``, ``kl_per_level`` (list, bottom
+            first), ``n_sequences``.
+        """
+        self.model.eval()
+        sums: dict = {}
+        n_seq, n_steps = 0, 0.0
+        for batch in batches:
+            batch = batch.to(self.device)
+            with self._autocast():
+                out = self.model(batch.y, batch.u, batch.lengths, latent="posterior")
+            _, terms = training_loss(out, 0.0, "elbo")
+            for key in ("elbo", "log_lik", "kl"):
+                sums[key] = sums.get(key, 0.0) + float(terms[key].sum())
+            kl_lv = terms["kl_per_level"].sum(0).double().cpu().numpy()
+            sums["kl_per_level"] = sums.get("kl_per_level", 0.0) + kl_lv
+            n_seq += terms["elbo"].shape[0]
+            n_steps += float(terms["n_steps"].sum())
+        res = {k: v / max(n_seq, 1) for k, v in sums.items()}
+        res["kl_per_level"] = [float(v) for v in np.atleast_1d(res["kl_per_level"])]
+        res["elbo_per_step"] = sums.get("elbo", 0.0) / max(n_steps, 1.0)
+        res["n_sequences"] = n_seq
+        return res
+
+    # -------------------------------------------------------------- state
+    def snapshot(self) -> dict:
+        """Copy of the model and optimiser state (kept in memory)."""
+        return {
+            "model": copy.deepcopy(self.model.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "iteration": self.iteration,
+        }
+
+    def restore(self, snap: dict) -> None:
+        """Restore a :meth:`snapshot`."""
+        self.model.load_state_dict(snap["model"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        self.iteration = snap["iteration"]
+        self.consecutive_bad = 0
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: weights, optimiser, counters, RNG."""
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "iteration": self.iteration,
+            "n_skipped": self.n_skipped,
+            "lr_scale": self.lr_scale,
+            "threshold": self.threshold,
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": _numpy_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from :meth:`state_dict`."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = int(state["iteration"])
+        self.n_skipped = int(state.get("n_skipped", 0))
+        self.lr_scale = float(state.get("lr_scale", 1.0))
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"].cpu())
+        if "numpy_rng" in state:
+            _set_numpy_state(state["numpy_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def _summarise(terms: dict) -> dict:
+    return {
+        "elbo": float(terms["elbo"].detach().mean()),
+        "log_lik": float(terms["log_lik"].detach().mean()),
+        "kl": float(terms["kl"].detach().mean()),
+        "kl_per_level": [float(v) for v in terms["kl_per_level"].detach().mean(0)],
+        "n_steps": float(terms["n_steps"].float().mean()),
+    }
+
+
+def _numpy_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "name": name,
+        "keys": torch.as_tensor(keys.astype(np.int64)),
+        "pos": pos,
+        "has_gauss": has_gauss,
+        "cached": cached,
+    }
+
+
+def _set_numpy_state(state: dict) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(
+        (state["name"], keys, state["pos"], state["has_gauss"], state["cached"])
+    )
+
+
+def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
+    """Write a checkpoint atomically (temporary file, then rename).
+
+    Parameters
+    ----------
+    obj : dict
+        Tensors, numbers, strings and containers of them only.
+    path : str or path-like
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load a checkpoint without executing pickled code.
+
+    Parameters
+    ----------
+    path : str or path-like
+    map_location : default="cpu"
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    sysid_msstcn.exceptions.UnsafeFileError
+        When the file holds anything but tensors and plain containers.
+    """
+    from .exceptions import DataFormatError, UnsafeFileError
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds
+        msg = str(exc)
+        if "weights_only" in msg or "Unsupported global" in msg:
+            raise UnsafeFileError(
+                f"{path}: refusing to load a checkpoint that needs pickled code"
+            ) from exc
+        raise DataFormatError(
+            f"{path}: not a readable checkpoint ({exc.__class__.__name__})"
+        ) from exc
