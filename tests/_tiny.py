@@ -69,18 +69,30 @@ def fixed_noise(model: MSSTCN, batch: int, n_steps: int, dtype=torch.float64):
 
 
 def preset_variants(with_resampling: bool = True) -> list:
-    """(name, n_inputs, resampling) triples covering every preset."""
-    out = []
+    """(name, n_inputs, resampling) triples covering every preset.
+
+    Each preset appears with its own resampling variant, without inputs and
+    with one input when it has none; with ``with_resampling`` multiscale
+    presets also get the other variant unless an identical tiny model is
+    already listed (``blizzard_fw2`` "fixed" is ``blizzard_fw2_code``).
+    """
+    own, seen = [], set()
     for name in PRESET_NAMES:
         kw = preset_network_kwargs(name)
-        inputs = [kw["n_inputs"]] if kw["n_inputs"] else [0, 1]
-        multiscale = any(s > 1 for s in kw["strides"])
-        res = [kw.get("resampling", "learned")]
+        for n_in in [kw["n_inputs"]] if kw["n_inputs"] else [0, 1]:
+            r = kw.get("resampling", "learned")
+            seen.add(tiny_config(name, n_inputs=n_in, resampling=r))
+            own.append((name, n_in, r))
+    out = []
+    for name, n_in, r in own:
+        out.append((name, n_in, r))
+        multiscale = any(s > 1 for s in preset_network_kwargs(name)["strides"])
         if with_resampling and multiscale:
-            res = ["learned", "fixed"]
-        for n_in in inputs:
-            for r in res:
-                out.append((name, n_in, r))
+            other = "fixed" if r == "learned" else "learned"
+            cfg = tiny_config(name, n_inputs=n_in, resampling=other)
+            if cfg not in seen:
+                seen.add(cfg)
+                out.append((name, n_in, other))
     return out
 
 
