@@ -1,0 +1,207 @@
+"""Streaming simulation: exact agreement with the parallel forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _tiny import build, fixed_noise, preset_variants, random_data, tiny_config
+
+from sysid_msstcn.config import NetworkConfig
+from sysid_msstcn.streaming import StreamingSimulator, simulate
+
+DT = torch.float64
+VARIANTS = preset_variants()
+IDS = [f"{n}-u{i}-{r}" for n, i, r in VARIANTS]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _warmups(D: int) -> dict[str, int]:
+    """n0 = 0, not aligned to the total stride, and aligned."""
+    return {"n0=0": 0, "unaligned": D // 2 + 1 if D > 1 else 3, "aligned": D}
+
+
+def _small(**kw) -> NetworkConfig:
+    base = {
+        "n_outputs": 1,
+        "n_inputs": 1,
+        "channels": (4, 4, 4),
+        "latent_dims": (2, 1, 2),
+        "strides": (1, 2, 3),
+        "dilations": ((1, 2), (1, 2), (1,)),
+    }
+    return NetworkConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize(("name", "n_inputs", "resampling"), VARIANTS, ids=IDS)
+def test_streaming_equals_full_forward_for_every_preset(name, n_inputs, resampling):
+    # free-run sampling, then the parallel pass on the simulated record agrees
+    cfg = tiny_config(name, n_inputs=n_inputs, resampling=resampling)
+    model = build(cfg)
+    D = cfg.total_stride
+    T = max(D + D // 2 + 5, 40)  # crosses a top-level block boundary after n0
+    y, u = random_data(model, 1, T)
+    noise = fixed_noise(model, 1, T)
+    for label, n0 in _warmups(D).items():
+        y_init = y[..., :n0] if n0 else None
+        g = torch.Generator().manual_seed(1)
+        ys, ps = simulate(
+            model, T, u, y_init, "prior", "sample", noise=noise, generator=g
+        )
+        assert torch.equal(ys[..., :n0], y[..., :n0]), label
+        assert torch.all(ps[..., :n0] == 0), label
+        full = model(ys, u, latent="prior", noise=noise).params
+        torch.testing.assert_close(
+            ps[..., n0:], full[..., n0:], atol=1e-10, rtol=0, msg=label
+        )
+    # deterministic mode, with a warm-up that is not aligned
+    n0 = _warmups(D)["unaligned"]
+    ys, ps = simulate(model, T, u, y[..., :n0], "prior_mean", "mean")
+    full = model(ys, u, latent="prior_mean").params
+    torch.testing.assert_close(ps[..., n0:], full[..., n0:], atol=1e-10, rtol=0)
+    torch.testing.assert_close(
+        ys[..., n0:], model.likelihood.mean(full)[..., n0:], atol=1e-10, rtol=0
+    )
+
+
+@pytest.mark.parametrize("resampling", ["learned", "fixed"])
+def test_teacher_forcing_equals_full_forward(resampling):
+    # teacher forcing: params equal the forward pass on the same (given) record
+    model = build(_small(resampling=resampling))
+    T = 29
+    y, u = random_data(model, 2, T)
+    noise = fixed_noise(model, 2, T)
+    for n0 in (0, 4, 6, 13):
+        y_init = y[..., :n0] if n0 else None
+        _, ps = simulate(model, T, u, y_init, "prior", noise=noise, teacher=y)
+        full = model(y, u, latent="prior", noise=noise).params
+        torch.testing.assert_close(ps[..., n0:], full[..., n0:], atol=1e-10, rtol=0)
+
+
+def test_same_generator_seed_gives_same_trajectory():
+    model = build(_small())
+    T = 40
+    _, u = random_data(model, 2, T)
+
+    def run(seed):
+        g = torch.Generator().manual_seed(seed)
+        return simulate(model, T, u, latent="prior", output="sample", generator=g)
+
+    (y1, p1), (y2, p2), (y3, _) = run(5), run(5), run(6)
+    assert torch.equal(y1, y2) and torch.equal(p1, p2)
+    assert not torch.equal(y1, y3)
+
+
+@pytest.mark.parametrize("with_inputs", [True, False])
+def test_batch_of_monte_carlo_samples_equals_individual_runs(with_inputs):
+    # B latent-noise samples in one batch give the B individual trajectories
+    model = build(_small(n_inputs=1 if with_inputs else 0))
+    T, B = 30, 3
+    y, u = random_data(model, 1, T)
+    u_b = None if u is None else u.expand(B, -1, -1)
+    noise = fixed_noise(model, B, T)
+    y_init = y[..., :5].expand(B, -1, -1)
+    ys, ps = simulate(
+        model,
+        T,
+        u_b,
+        y_init,
+        "prior",
+        "mean",
+        noise=noise,
+        batch=None if with_inputs else B,
+    )
+    assert ys.shape == (B, 1, T)
+    for i in range(B):
+        ni = [n[i : i + 1] for n in noise]
+        yi, pi = simulate(model, T, u, y[..., :5], "prior", "mean", noise=ni)
+        torch.testing.assert_close(ys[i : i + 1], yi, atol=1e-12, rtol=0)
+        torch.testing.assert_close(ps[i : i + 1], pi, atol=1e-12, rtol=0)
+    assert not torch.allclose(ys[0], ys[1])  # the samples do differ
+
+
+def test_batch_argument_without_inputs():
+    model = build(_small(n_inputs=0))
+    g = torch.Generator().manual_seed(0)
+    ys, ps = simulate(model, 12, latent="prior", output="sample", generator=g, batch=4)
+    assert ys.shape == (4, 1, 12) and ps.shape == (4, 2, 12)
+    assert not torch.allclose(ys[0], ys[1])
+
+
+def test_float32_streaming_is_close():
+    # float32: streaming vs float32 forward and vs the float64 simulation
+    model64 = build(_small(resampling="fixed"))
+    model32 = build(_small(resampling="fixed"), dtype=torch.float32)
+    T = 60
+    y, u = random_data(model64, 1, T)
+    noise = fixed_noise(model64, 1, T)
+    ys32, ps32 = simulate(
+        model32,
+        T,
+        u.float(),
+        y[..., :7].float(),
+        "prior",
+        noise=[n.float() for n in noise],
+    )
+    assert ys32.dtype == torch.float32
+    full32 = model32(ys32, u.float(), latent="prior", noise=[n.float() for n in noise])
+    torch.testing.assert_close(ps32[..., 7:], full32.params[..., 7:], atol=1e-4, rtol=0)
+    ys64, _ = simulate(model64, T, u, y[..., :7], "prior", noise=noise)
+    torch.testing.assert_close(ys32.double(), ys64, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("resampling", ["learned", "fixed"])
+def test_level_update_counts(monkeypatch, resampling):
+    # bottom-up level l produces T / (cumulative stride) outputs; the top-down
+    # level l refreshes ceil(T / cumulative stride) times
+    cfg = _small(
+        strides=(1, 2, 3, 2),
+        channels=(4,) * 4,
+        latent_dims=(1,) * 4,
+        dilations=((1,),) * 4,
+        resampling=resampling,
+    )
+    model = build(cfg)
+    T = 12 * 5 + 7
+    _, u = random_data(model, 1, T)
+    calls = [0] * cfg.n_levels
+    outputs = [0] * cfg.n_levels
+    original = StreamingSimulator._push_level
+
+    def counting(self, lv, x):
+        calls[lv] += 1
+        before = self.last_d[lv]
+        original(self, lv, x)
+        outputs[lv] += self.last_d[lv] is not before
+
+    monkeypatch.setattr(StreamingSimulator, "_push_level", counting)
+    mixes = [0] * cfg.n_levels
+    for lv, level in enumerate(model.top_down):
+        orig_mix = level.mix
+
+        def mix(parts, _lv=lv, _orig=orig_mix):
+            mixes[_lv] += 1
+            return _orig(parts)
+
+        monkeypatch.setattr(level, "mix", mix)
+    simulate(model, T, u)
+    rates = cfg.cumulative_strides
+    assert outputs == [T // r for r in rates]
+    assert calls == [T] + [T // r for r in rates[:-1]]
+    assert mixes == [-(-T // r) for r in rates]
+
+
+def test_bad_arguments():
+    model = build(_small())
+    _, u = random_data(model, 1, 10)
+    with pytest.raises(ValueError, match="latent"):
+        simulate(model, 10, u, latent="posterior")
+    with pytest.raises(ValueError, match="output"):
+        simulate(model, 10, u, output="median")
+    with pytest.raises(ValueError, match="u is required"):
+        simulate(model, 10)
+    with pytest.raises(ValueError, match="y_init"):
+        simulate(model, 10, u, y_init=torch.zeros(1, 1, 11, dtype=DT))
