@@ -20,15 +20,66 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from .layers import DownsampleBlock, GatedBlock, gate, pool_blocks
+from .layers import pool_blocks
 from .model import MSSTCN, level_mask
 
 __all__ = ["StreamingSimulator", "simulate"]
 
 
+class _Lin:
+    """A convolution applied to one time step as a matrix product."""
+
+    __slots__ = ("b", "w")
+
+    def __init__(self, conv: nn.Conv1d) -> None:
+        out_c = conv.weight.shape[0]
+        self.w = conv.weight.reshape(out_c, -1)  # (O, I * k), index c * k + j
+        self.b = conv.bias
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.w, self.b)  # (B, I * k) -> (B, O)
+
+
+def _skip(module: nn.Module) -> _Lin | None:
+    return None if isinstance(module, nn.Identity) else _Lin(module)
+
+
+def _gated(pre: torch.Tensor, out: _Lin, skip: _Lin | None, x: torch.Tensor):
+    a, b = pre.chunk(2, dim=1)
+    res = out(torch.tanh(a) * torch.sigmoid(b))  # (B, C_out)
+    return res + (x if skip is None else skip(x))
+
+
+class _Block:
+    """Weights of one block, prepared for single-step evaluation."""
+
+    def __init__(self, block: nn.Module) -> None:
+        self.kind = type(block).__name__
+        self.out = _Lin(block.out)
+        self.skip = _skip(block.skip)
+        conv = block.conv
+        self.k = conv.kernel_size[0]
+        self.dil = conv.dilation[0]
+        self.pad = getattr(conv, "left_pad", 0)
+        self.stride = getattr(block, "stride", 1)
+        self.resampling = getattr(block, "resampling", None)
+        if isinstance(conv, nn.ConvTranspose1d):
+            c_in, c_out, s = conv.weight.shape
+            self.conv = None
+            self.wt = conv.weight.reshape(c_in, c_out * s).t().contiguous()
+            self.bt = conv.bias.repeat_interleave(s)
+            self.c2 = c_out
+        else:
+            self.conv = _Lin(conv)
+
+
 class StreamingSimulator:
     """Step-by-step evaluation of an :class:`~sysid_msstcn.model.MSSTCN`.
+
+    The convolution weights are read once into matrices, so that a time step
+    costs a few small matrix products per block.
 
     Parameters
     ----------
@@ -68,23 +119,31 @@ class StreamingSimulator:
         self.B = u.shape[0] if self.u is not None else int(batch or 1)
         self.latent, self.noise, self.generator = latent, noise, generator
         self.rates = cfg.cumulative_strides
+        self.bottom = [[_Block(b) for b in blocks] for blocks in model.bottom_up.levels]
+        self.mixers = [[_Block(b) for b in td.mixer] for td in model.top_down]
+        self.decoders = [[_Block(b) for b in td.decoder] for td in model.top_down]
+        self.priors = [
+            _Lin(td.prior) if td.use_latents else None for td in model.top_down
+        ]
+        self.head = _Lin(model.head)
         self.t = 0
         self._reset()
 
     # ------------------------------------------------------------------ state
-    def _zeros(self, c: int, n: int) -> torch.Tensor:
-        return torch.zeros(self.B, c, n, device=self.device, dtype=self.dtype)
-
     def _reset(self) -> None:
         self.bufs: dict[tuple[int, int], torch.Tensor] = {}
-        self.acc: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        for lv, blocks in enumerate(self.model.bottom_up.levels):
-            for i, block in enumerate(blocks):
-                pad = getattr(block.conv, "left_pad", 0)
-                if pad:
-                    self.bufs[(lv, i)] = self._zeros(block.conv.in_channels, pad)
-            self.acc[lv] = []
-        self.last_d = [self._zeros(c, 1) for c in self.cfg.channels]
+        self.acc: list[list[torch.Tensor]] = [[] for _ in self.bottom]
+        for lv, blocks in enumerate(self.bottom):
+            for i, blk in enumerate(blocks):
+                if blk.pad:
+                    c_in = blk.conv.w.shape[1] // blk.k
+                    self.bufs[(lv, i)] = torch.zeros(
+                        self.B, c_in, blk.pad, device=self.device, dtype=self.dtype
+                    )
+        self.last_d = [
+            torch.zeros(self.B, c, device=self.device, dtype=self.dtype)
+            for c in self.cfg.channels
+        ]
         self.g_cache: list[torch.Tensor | None] = [None] * self.cfg.n_levels
         self.out: torch.Tensor | None = None
 
@@ -120,48 +179,49 @@ class StreamingSimulator:
             seq = inputs[lv][i]  # (B, C_in, n_rate) at the block's input rate
             p = buf.shape[-1]
             self.bufs[(lv, i)] = F.pad(seq, (max(p - seq.shape[-1], 0), 0))[..., -p:]
-        self.last_d = [dl[..., -1:] for dl in d]
+        self.last_d = [dl[..., -1] for dl in d]
 
     # ----------------------------------------------------------- bottom-up
-    def _conv_step(self, key, conv, x: torch.Tensor) -> torch.Tensor:
-        buf = self.bufs.get(key)
-        if buf is None:
-            return conv(x)
-        full = torch.cat([buf, x], dim=-1)  # (B, C_in, pad + 1)
+    def _taps(self, key, blk: _Block, x: torch.Tensor) -> torch.Tensor:
+        """Pre-activation of a causal conv at one step; x is (B, C_in)."""
+        if not blk.pad:
+            return blk.conv(x)
+        full = torch.cat([self.bufs[key], x.unsqueeze(-1)], dim=-1)  # (B, C, p+1)
         self.bufs[key] = full[..., 1:]
-        return F.conv1d(full, conv.weight, conv.bias, dilation=conv.dilation)
+        return blk.conv(full[..., :: blk.dil].reshape(x.shape[0], -1))
 
-    def _downsample_step(self, lv: int, block: DownsampleBlock, x: torch.Tensor):
-        if block.resampling == "fixed":
-            pre = self._conv_step((lv, 0), block.conv, x)  # (B, 2C, 1)
-            self.acc[lv].append((pre, block.skip(x)))
+    def _downsample(self, lv: int, blk: _Block, x: torch.Tensor):
+        acc = self.acc[lv]
+        if blk.resampling == "fixed":
+            pre = self._taps((lv, 0), blk, x)  # (B, 2C)
+            acc.append((pre, x if blk.skip is None else blk.skip(x)))
         else:
-            self.acc[lv].append((x, x))
-        if len(self.acc[lv]) < block.stride:
+            acc.append((x, x))
+        if len(acc) < blk.stride:
             return None
-        a, b = zip(*self.acc[lv], strict=True)
+        first = torch.stack([a for a, _ in acc], dim=-1)  # (B, ., S)
+        second = torch.stack([b for _, b in acc], dim=-1)
         self.acc[lv] = []
-        first, second = torch.cat(a, -1), torch.cat(b, -1)  # (B, ., S)
-        if block.resampling == "fixed":
-            pre = pool_blocks(first, block.stride, "scaled_sum")
-            skip = pool_blocks(second, block.stride, "scaled_sum")
+        if blk.resampling == "fixed":
+            pre = pool_blocks(first, blk.stride, "scaled_sum")[..., 0]
+            skip = pool_blocks(second, blk.stride, "scaled_sum")[..., 0]
         else:
-            pre = block.conv(first)
-            skip = pool_blocks(block.skip(second), block.stride, "mean")
-        return skip + block.out(gate(pre))  # (B, C_l, 1)
+            pre = blk.conv(first.reshape(x.shape[0], -1))
+            if blk.skip is not None:
+                second = _proj_seq(blk.skip, second)
+            skip = pool_blocks(second, blk.stride, "mean")[..., 0]
+        a, b = pre.chunk(2, dim=1)
+        return skip + blk.out(torch.tanh(a) * torch.sigmoid(b))  # (B, C_l)
 
     def _push_level(self, lv: int, x: torch.Tensor) -> None:
-        blocks = self.model.bottom_up.levels[lv]
         h = x
-        for i, block in enumerate(blocks):
-            if isinstance(block, DownsampleBlock):
-                h = self._downsample_step(lv, block, h)
+        for i, blk in enumerate(self.bottom[lv]):
+            if blk.kind == "DownsampleBlock":
+                h = self._downsample(lv, blk, h)
                 if h is None:
                     return
             else:
-                assert isinstance(block, GatedBlock)
-                pre = self._conv_step((lv, i), block.conv, h)
-                h = block.skip(h) + block.out(gate(pre))
+                h = _gated(self._taps((lv, i), blk, h), blk.out, blk.skip, h)
         self.last_d[lv] = h
         if lv + 1 < self.cfg.n_levels:
             self._push_level(lv + 1, h)
@@ -174,23 +234,46 @@ class StreamingSimulator:
         ----------
         y_t : torch.Tensor of shape (B, C_y, 1)
         """
-        x = y_t
+        x = y_t[..., 0]
         if self.u is not None:
             T = self.u.shape[-1]
-            nxt = self.u[..., self.t + 1 : self.t + 2]
-            if self.t + 1 >= T:
-                nxt = torch.zeros_like(self.u[..., :1])
-            x = torch.cat([y_t, nxt], dim=1)  # (B, C_y + C_u, 1)
+            if self.t + 1 < T:
+                nxt = self.u[..., self.t + 1]
+            else:
+                nxt = torch.zeros_like(self.u[..., 0])
+            x = torch.cat([x, nxt], dim=1)  # (B, C_y + C_u)
         self._push_level(0, x)
         self.t += 1
 
     # ------------------------------------------------------------ top-down
     def _latent_noise(self, lv: int, j: int, shape) -> torch.Tensor:
         if self.noise is not None:
-            return self.noise[lv][..., j : j + 1]
+            return self.noise[lv][..., j]
         return torch.randn(
             shape, generator=self.generator, device=self.device, dtype=self.dtype
         )
+
+    def _decode(self, lv: int, h: torch.Tensor, z: torch.Tensor | None):
+        """Top-down output of one coarse step: (B, C_out, S)."""
+        g = h
+        for blk in self.decoders[lv]:
+            inp = g if z is None else torch.cat([g, z], dim=1)
+            if blk.kind != "UpsampleBlock":
+                g = _gated(blk.conv(inp), blk.out, blk.skip, g)
+                continue
+            s = blk.stride
+            skip = g if blk.skip is None else blk.skip(g)  # (B, C_out)
+            if blk.resampling == "learned":
+                pre = F.linear(inp, blk.wt, blk.bt).reshape(g.shape[0], -1, s)
+                a, b = pre.chunk(2, dim=1)  # (B, C_out, S) each
+                act = (torch.tanh(a) * torch.sigmoid(b)).transpose(1, 2)
+                res = blk.out(act).transpose(1, 2)  # (B, C_out, S)
+            else:
+                a, b = blk.conv(inp).chunk(2, dim=1)
+                res = blk.out(torch.tanh(a) * torch.sigmoid(b))[..., None]
+            g = skip[..., None] + res  # broadcast = nearest-neighbour repeat
+            g = g.expand(-1, -1, s)
+        return g if g.dim() == 3 else g[..., None]
 
     @torch.no_grad()
     def predict_params(self) -> torch.Tensor:
@@ -200,27 +283,33 @@ class StreamingSimulator:
             if t % self.rates[lv]:
                 continue
             j = t // self.rates[lv]
-            td = self.model.top_down[lv]
             parts = []
             if lv < cfg.n_levels - 1:
-                k = j % cfg.strides[lv + 1]
-                parts.append(self.g_cache[lv][..., k : k + 1])
+                parts.append(self.g_cache[lv][..., j % cfg.strides[lv + 1]])
             parts.append(self.last_d[lv])
             if lv == 0 and self.u is not None:
-                parts.append(self.u[..., t : t + 1])
-            h = td.mix(parts)  # (B, C_l, 1)
+                parts.append(self.u[..., t])
+            h = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            for blk in self.mixers[lv]:
+                h = _gated(blk.conv(h), blk.out, blk.skip, h)  # (B, C_l)
             z = None
-            if td.use_latents:
-                mp, sp = td.prior_params(h)
-                z = mp
+            if self.priors[lv] is not None:
+                mean, pre = self.priors[lv](h).chunk(2, dim=1)
+                z = mean
                 if self.latent == "prior":
-                    z = mp + sp * self._latent_noise(lv, j, mp.shape)
-            g = td.decode(h, z)  # (B, C_{l-1}, S_l)
+                    std = F.softplus(pre).clamp(cfg.std_min, cfg.std_max)
+                    z = mean + std * self._latent_noise(lv, j, mean.shape)
+            g = self._decode(lv, h, z)  # (B, C_{l-1}, S_l)
             if lv > 0:
                 self.g_cache[lv - 1] = g
             else:
-                self.out = g
-        return self.model.head(self.out)
+                self.out = g[..., 0]
+        return self.head(self.out)[..., None]
+
+
+def _proj_seq(lin: _Lin, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 1x1 projection to every step of x (B, C_in, S)."""
+    return torch.einsum("oc,bcs->bos", lin.w, x) + lin.b[None, :, None]
 
 
 @torch.no_grad()

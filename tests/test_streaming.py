@@ -179,14 +179,13 @@ def test_level_update_counts(monkeypatch, resampling):
 
     monkeypatch.setattr(StreamingSimulator, "_push_level", counting)
     mixes = [0] * cfg.n_levels
-    for lv, level in enumerate(model.top_down):
-        orig_mix = level.mix
+    orig_decode = StreamingSimulator._decode
 
-        def mix(parts, _lv=lv, _orig=orig_mix):
-            mixes[_lv] += 1
-            return _orig(parts)
+    def decode(self, lv, h, z):
+        mixes[lv] += 1
+        return orig_decode(self, lv, h, z)
 
-        monkeypatch.setattr(level, "mix", mix)
+    monkeypatch.setattr(StreamingSimulator, "_decode", decode)
     simulate(model, T, u)
     rates = cfg.cumulative_strides
     assert outputs == [T // r for r in rates]
