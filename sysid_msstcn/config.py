@@ -267,6 +267,10 @@ class TrainConfig:
         Global gradient-norm clipping threshold (None: no clipping).
     mixed_precision : bool, default=False
         bf16 autocast on CUDA (ignored on CPU).
+    input_noise : float, default=0.0
+        Standard deviation of Gaussian noise added to the outputs fed to the
+        bottom-up network during training (in normalised units); the
+        likelihood still scores the clean outputs.
     """
 
     learning_rate: float = 5e-4
@@ -277,6 +281,7 @@ class TrainConfig:
     free_bits_half_life: int = 300_000
     grad_clip: float | None = None
     mixed_precision: bool = False
+    input_noise: float = 0.0
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -292,6 +297,8 @@ class TrainConfig:
             )
         if self.free_bits < 0:
             raise ValueError(f"free_bits must be >= 0, got {self.free_bits}")
+        if not self.input_noise >= 0:
+            raise ValueError(f"input_noise must be >= 0, got {self.input_noise}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
 

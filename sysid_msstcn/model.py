@@ -72,6 +72,11 @@ class ModelOutput:
         return [lt.kl for lt in self.latents]
 
 
+def _full_precision(x: torch.Tensor) -> torch.Tensor:
+    """Distribution parameters stay in float32 under bf16/fp16 autocast."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
 def level_mask(lengths: torch.Tensor, n_steps: int, rate: int) -> torch.Tensor:
     """Valid steps at a level of cumulative stride ``rate``.
 
@@ -224,13 +229,14 @@ class TopDownLevel(nn.Module):
 
     def prior_params(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Prior mean and std from h (eq. 11): two (B, Z_l, T_l) tensors."""
-        return split_gaussian(self.prior(h), self.std_min, self.std_max)
+        raw = _full_precision(self.prior(h))
+        return split_gaussian(raw, self.std_min, self.std_max)
 
     def posterior_params(
         self, h: torch.Tensor, d: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and std from [h, d] (eq. 13): (B, Z_l, T_l) each."""
-        raw = self.posterior(torch.cat([h, d], dim=1))
+        raw = _full_precision(self.posterior(torch.cat([h, d], dim=1)))
         return split_gaussian(raw, self.std_min, self.std_max)
 
     def decode(self, h: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
@@ -326,6 +332,7 @@ class MSSTCN(nn.Module):
         lengths: torch.Tensor | None = None,
         latent: str = "posterior",
         noise: list[torch.Tensor] | None = None,
+        y_input: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Evaluate the predictive distribution and latent terms of y.
 
@@ -345,6 +352,10 @@ class MSSTCN(nn.Module):
             reparameterised draw; fresh noise when omitted. T_l is the
             level's length after right-padding T to a multiple of the total
             stride.
+        y_input : torch.Tensor of shape (B, C_y, T), optional
+            Outputs fed to the bottom-up network instead of ``y`` (e.g. ``y``
+            plus noise, to make a model robust to its own fed-back errors);
+            the likelihood is always evaluated on ``y``.
 
         Returns
         -------
@@ -359,13 +370,14 @@ class MSSTCN(nn.Module):
         Tp = -(-T // D) * D
         if lengths is None:
             lengths = torch.full((B,), T, device=y.device, dtype=torch.long)
-        x = F.pad(self.bottom_up_input(y, u), (0, Tp - T))  # (B, C_y + C_u, Tp)
+        y_in = y if y_input is None else y_input
+        x = F.pad(self.bottom_up_input(y_in, u), (0, Tp - T))  # (B, C_y + C_u, Tp)
         rates = cfg.cumulative_strides
         masks = [level_mask(lengths, Tp // r, r) for r in rates]
         d, _ = self.bottom_up(x, masks)
         u_pad = None if u is None or cfg.n_inputs == 0 else F.pad(u, (0, Tp - T))
         g, latents = self._top_down(d, u_pad, masks, latent, noise)
-        params = self.head(g)[..., :T]  # (B, P, T)
+        params = _full_precision(self.head(g)[..., :T])  # (B, P, T)
         mask0 = masks[0][:, :T]
         log_lik = self.likelihood.log_prob(params, y) * mask0  # (B, T)
         return ModelOutput(params, log_lik, latents, mask0)

@@ -208,8 +208,13 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate
         threshold = self.threshold
+        y_in = None
+        if self.config.input_noise > 0:
+            y_in = batch.y + self.config.input_noise * torch.randn_like(batch.y)
         with self._autocast():
-            out = self.model(batch.y, batch.u, batch.lengths, latent="posterior")
+            out = self.model(
+                batch.y, batch.u, batch.lengths, latent="posterior", y_input=y_in
+            )
         loss, terms = training_loss(out, threshold, self.config.objective)
         if self.loss_hook is not None:
             loss = self.loss_hook(loss, self.iteration)
