@@ -371,7 +371,14 @@ class MSSTCN(nn.Module):
         if lengths is None:
             lengths = torch.full((B,), T, device=y.device, dtype=torch.long)
         y_in = y if y_input is None else y_input
-        x = F.pad(self.bottom_up_input(y_in, u), (0, Tp - T))  # (B, C_y + C_u, Tp)
+        x = self.bottom_up_input(y_in, u)  # (B, C_y + C_u, T)
+        if cfg.n_inputs:
+            # u_{t+1} exists only for t + 1 < length: never read padding
+            nxt = torch.arange(T, device=y.device)[None, :] + 1 < lengths[:, None]
+            x = torch.cat(
+                [x[:, : cfg.n_outputs], x[:, cfg.n_outputs :] * nxt[:, None]], 1
+            )
+        x = F.pad(x, (0, Tp - T))  # (B, C_y + C_u, Tp)
         rates = cfg.cumulative_strides
         masks = [level_mask(lengths, Tp // r, r) for r in rates]
         d, _ = self.bottom_up(x, masks)

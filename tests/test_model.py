@@ -268,11 +268,6 @@ def test_padded_batch_elbo_equals_each_sequence_alone(n_inputs):
             torch.testing.assert_close(terms[key][i], alone[key][0], msg=key)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="model.forward feeds u_{length} (a padded value) into the bottom-up "
-    "input of the last valid step; coarse posteriors then see it (bug report)",
-)
 def test_padded_batch_elbo_ignores_padded_inputs():
     # same as above but u is garbage beyond the length too
     model = _elbo_model(1)
