@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -10,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+import xarray as xr
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -42,10 +45,34 @@ _DEFAULTS = {
     "free_bits": 0.5,
 }
 _MAX_ROLLBACKS = 5
+_ARRAY_TYPES = (np.ndarray, pd.DataFrame, pd.Series, xr.DataArray, xr.Dataset)
 
 
-def _is_1d_array(obj) -> bool:
-    return isinstance(obj, np.ndarray) and obj.ndim == 1
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
+
+
+# estimator-level parameters: name -> (predicate, description for the error)
+_PARAM_CHECKS = {
+    "max_iter": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "validation_fraction": (
+        lambda v: _is_real(v) and 0 <= v < 1,
+        "a float in [0, 1)",
+    ),
+    "n_iter_no_change": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "tol": (lambda v: _is_real(v) and v >= 0, "a float >= 0"),
+    "n_init": (lambda v: v is None or (_is_int(v) and v >= 0), "None or an int >= 0"),
+    "early_stopping": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
+    "normalize": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
+    "warm_start": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
+    "verbose": (lambda v: isinstance(v, (int, bool, np.integer)), "an int or bool"),
+}
 
 
 class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
@@ -257,20 +284,14 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return out
 
     def _check_params(self) -> None:
-        checks = {
-            "max_iter": isinstance(self.max_iter, int) and self.max_iter >= 0,
-            "validation_fraction": 0 <= self.validation_fraction < 1,
-            "n_iter_no_change": isinstance(self.n_iter_no_change, int)
-            and self.n_iter_no_change >= 1,
-            "verbose": isinstance(self.verbose, (int, bool)),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"invalid {name}={getattr(self, name)!r}")
-        if self.n_init is not None and (
-            not isinstance(self.n_init, (int, np.integer)) or self.n_init < 0
-        ):
-            raise ValueError(f"n_init must be an int >= 0 or None, got {self.n_init!r}")
+        """Check the estimator-level parameters (the configs check the rest)."""
+        for name, (ok, what) in _PARAM_CHECKS.items():
+            value = getattr(self, name)
+            if not ok(value):
+                raise ValueError(f"{name} must be {what}, got {value!r}")
+        window = self._resolved()["window"]
+        if window is not None and not (_is_int(window) and window >= 2):
+            raise ValueError(f"window must be an int >= 2 or None, got {window!r}")
 
     def _build_configs(
         self, n_in: int, n_out: int
@@ -307,32 +328,69 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     # -------------------------------------------------------------- data
     def _experiments(self, X, y, *, fitting: bool, y_prefix: bool = False):
-        for name, obj in (("X", X),):
-            items = obj if isinstance(obj, (list, tuple)) else [obj]
-            if any(_is_1d_array(a) for a in items):
-                raise ValueError(
-                    f"Expected 2D array for {name}, got 1D array instead: reshape "
-                    "your inputs with u.reshape(-1, 1) (one input channel)"
-                )
+        """Validate (X, y) into experiments; X must be 2-D per experiment."""
+        items = _x_items(X)
+        if any(_ndim(a) == 1 for a in items):
+            raise ValueError(
+                "Expected a 2D array for X, got a 1D array instead. Reshape your "
+                "data with X.reshape(-1, 1) if it has a single input channel "
+                "(rows are time steps)"
+            )
         if fitting and y is None and not _holds_outputs(X):
             raise ValueError(
                 "MSSTCNRegressor requires y to be passed, but the target y is None"
             )
-        if (
-            X is not None
-            and isinstance(X, np.ndarray)
-            and X.ndim == 2
-            and (X.shape[1] == 0)
-        ):
-            raise ValueError("X has 0 feature(s); pass X=None for output-only data")
-        min_len = self.receptive_field_ + 1 if hasattr(self, "receptive_field_") else 2
-        return as_experiments(
-            X,
-            y,
-            min_length=min_len if fitting else 1,
-            min_length_reason="shorter than the receptive field of the model plus one",
-            y_prefix=y_prefix,
+        for a in items:
+            shape = getattr(a, "shape", None)
+            if shape is not None and len(shape) == 2 and shape[1] == 0:
+                raise ValueError(
+                    f"Found array with 0 feature(s) (shape=({shape[0]}, 0)) while a "
+                    "minimum of 1 is required. For output-only data pass X=None"
+                    + ("" if fitting else " (or X of shape (n_timesteps, 0))")
+                )
+        return as_experiments(X, y, min_length=1, y_prefix=y_prefix)
+
+    def _eval_data(self, X, y):
+        """Validated (X, y) for scoring methods; output-only models take X=None.
+
+        A model fitted without inputs accepts ``X=None`` or ``X`` of shape
+        (n_timesteps, 0) (or a list of those).
+        """
+        check_is_fitted(self)
+        if not self.n_features_in_ and (X is None or _empty_columns(X)):
+            if y is None:
+                raise ValueError("y is required")
+            data = as_experiments(None, y)
+            if X is not None and len(_x_items(X)) != data.n_experiments:
+                raise ValueError(
+                    f"X has {len(_x_items(X))} experiments but y has "
+                    f"{data.n_experiments}"
+                )
+            lengths = [a.shape[0] for a in _x_items(X)] if X is not None else None
+            if lengths is not None and lengths != data.lengths:
+                raise ValueError(
+                    f"X and y have different lengths: {lengths} vs {data.lengths}"
+                )
+        else:
+            self._check_feature_names(X)
+            data = self._experiments(X, y, fitting=False)
+        check_consistent_channels(
+            data,
+            self.n_features_in_ or None,
+            self.n_outputs_,
+            estimator_name=type(self).__name__,
         )
+        return data
+
+    def _check_feature_names(self, X) -> None:
+        names = _feature_names(X)
+        fitted = getattr(self, "feature_names_in_", None)
+        if names is not None and fitted is not None:
+            if len(names) != len(fitted) or np.any(names != fitted):
+                raise ValueError(
+                    "The feature names should match those that were passed during "
+                    f"fit: expected {list(fitted)}, got {list(names)}"
+                )
 
     def _scale_in(self, u: np.ndarray | None) -> np.ndarray | None:
         if u is None:
@@ -384,43 +442,88 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return hasattr(self, "model_")
 
     def _fit(self, X, y, reset: bool):
+        # Everything that can reject the call runs before any fitted
+        # attribute changes, so a failed call leaves a fitted model usable.
         self._check_params()
         data = self._experiments(X, y, fitting=True)
         n_in = data.n_inputs or 0
         n_out = data.n_outputs
         if reset:
-            self._initialize(data, n_in, n_out)
+            net, train = self._build_configs(n_in, n_out)
+            device = resolve_device(self.device)
+            seed = check_random_state_seed(self.random_state)
+            rf = net.receptive_field
         else:
+            self._check_feature_names(X)
             check_consistent_channels(
                 data,
                 self.n_features_in_ or None,
                 self.n_outputs_,
                 estimator_name=type(self).__name__,
             )
-        short = [i for i, n in enumerate(data.lengths) if n <= self.receptive_field_]
+            rf = self.receptive_field_
+        short = [i for i, n in enumerate(data.lengths) if n <= rf]
         if short:
             raise ValueError(
                 f"experiment {short[0]} has {data.lengths[short[0]]} samples, "
                 f"shorter than the receptive field of the model plus one "
-                f"({self.receptive_field_ + 1})"
+                f"({rf + 1})"
             )
-        us = [self._scale_in(u) for u in data.u]
-        ys = [self._scale_out(v) for v in data.y]
-        self._train(us, ys)
+        if reset:
+            self._initialize(data, net, train, device, seed)
+            self.feature_names_in_ = _feature_names(X)
+            if self.feature_names_in_ is None:
+                del self.feature_names_in_
+        with self._torch_rng():
+            if reset:
+                self.model_ = MSSTCN(net).to(self.device_)
+            us = [self._scale_in(u) for u in data.u]
+            ys = [self._scale_out(v) for v in data.y]
+            self._train(us, ys)
         return self
 
-    def _initialize(self, data, n_in: int, n_out: int) -> None:
-        net, train = self._build_configs(n_in, n_out)
-        seed = check_random_state_seed(self.random_state)
+    @contextlib.contextmanager
+    def _torch_rng(self):
+        """Run with the estimator's own torch RNG stream.
+
+        The global torch RNG (used for weight initialisation and posterior
+        sampling) is forked, set to the state where the previous training
+        call of this estimator left it (or seeded from ``random_state``), and
+        restored afterwards: fitting neither depends on nor changes the
+        caller's random state.
+        """
+        dev = self.device_
+        devices = [] if dev.type != "cuda" else [_cuda_index(dev)]
+        with torch.random.fork_rng(devices=devices):
+            state = self._torch_rng_state
+            if state is None:
+                torch.random.default_generator.manual_seed(self._seed)
+                for d in devices:
+                    with torch.cuda.device(d):
+                        torch.cuda.manual_seed(self._seed)
+            else:
+                torch.set_rng_state(state["cpu"])
+                if devices and state.get("cuda") is not None:
+                    torch.cuda.set_rng_state(state["cuda"], devices[0])
+            try:
+                yield
+            finally:
+                self._torch_rng_state = {
+                    "cpu": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(devices[0]).cpu()
+                    if devices
+                    else None,
+                }
+
+    def _initialize(self, data, net, train, device, seed: int) -> None:
         self._seed = seed
         self._rng = np.random.default_rng(seed)
-        torch.manual_seed(seed)
-        self.device_ = resolve_device(self.device)
+        self._torch_rng_state = None
+        self.device_ = device
         self.network_config_ = net
         self.train_config_ = train
-        self.model_ = MSSTCN(net).to(self.device_)
-        self.n_features_in_ = n_in
-        self.n_outputs_ = n_out
+        self.n_features_in_ = data.n_inputs or 0
+        self.n_outputs_ = data.n_outputs
         self.y_1d_ = bool(data.y_1d)
         self.receptive_field_ = net.receptive_field
         self.n_init_ = (
@@ -428,7 +531,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         )
         self.x_scaler_ = ChannelScaler("input")
         self.y_scaler_ = ChannelScaler("output")
-        if n_in:
+        if self.n_features_in_:
             self.x_scaler_.fit(data.u)
         self.y_scaler_.fit(data.y)
         self.history_ = []
@@ -436,8 +539,9 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.n_iter_ = 0
         self.best_epoch_ = 0
         self._trainer_state = None
-        if data.output_names is not None:
-            self.output_names_ = tuple(data.output_names)
+        self.output_names_ = (
+            None if data.output_names is None else tuple(data.output_names)
+        )
 
     def _window_length(self, segments) -> int:
         r = self._resolved()
@@ -508,8 +612,11 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 if valid_batches:
                     val = trainer.evaluate(valid_batches)
                     row.update(
+                        val_loss=-val["elbo"],
                         val_elbo=val["elbo"],
                         val_elbo_per_step=val["elbo_per_step"],
+                        val_log_lik=val["log_lik"],
+                        val_kl=val["kl"],
                         val_kl_per_level=val["kl_per_level"],
                     )
                     score = val["elbo_per_step"]
@@ -590,6 +697,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             lengths = [int(np.asarray(a).shape[0]) for a in items]
             is_list = isinstance(X, (list, tuple))
         else:
+            self._check_feature_names(X)
             data = self._experiments(X, None, fitting=False)
             check_consistent_channels(
                 data, self.n_features_in_ or None, None, estimator_name=name
@@ -669,22 +777,25 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         us, lengths, inits, is_list = self._predict_data(X, y_init)
         means, stds = [], []
         for u, n, y0 in zip(us, lengths, inits, strict=True):
-            y0s = None if y0 is None else self._scale_out(y0)
-            with torch.no_grad():
-                ys, sd = self._run(
-                    self._scale_in(u), y0s, n, 1, "prior_mean", "mean", None
-                )
-            mean = self._unscale_out(ys[0])
-            n0 = 0 if y0 is None else y0.shape[0]
-            if n0:
-                mean[:n0] = y0
-            sd = self._unscale_std(sd[0])
-            sd[:n0] = 0.0
+            mean, sd = self._free_run(u, n, y0)
             means.append(mean)
             stds.append(sd)
         if return_std:
             return self._format(means, is_list), self._format(stds, is_list)
         return self._format(means, is_list)
+
+    def _free_run(self, u, n: int, y0) -> tuple[np.ndarray, np.ndarray]:
+        """Deterministic free run of one experiment in raw units: (mean, std)."""
+        y0s = None if y0 is None or y0.shape[0] == 0 else self._scale_out(y0)
+        with torch.no_grad():
+            ys, sd = self._run(self._scale_in(u), y0s, n, 1, "prior_mean", "mean", None)
+        mean = self._unscale_out(ys[0])
+        n0 = 0 if y0s is None else y0.shape[0]
+        if n0:
+            mean[:n0] = y0
+        sd = self._unscale_std(sd[0])
+        sd[:n0] = 0.0
+        return mean, sd
 
     def simulate(self, X, y_init=None, n_samples: int = 100, random_state=None):
         """Monte Carlo trajectories through the latent hierarchy.
@@ -702,8 +813,9 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Returns
         -------
         samples : ndarray of shape (n_samples, n_timesteps, n_outputs)
-            (n_outputs axis dropped for 1-D y; a list for several
-            experiments.)
+            Always three-dimensional (also for a 1-D ``y`` in ``fit``); a
+            list of such arrays when ``X`` is a list. The warm-up rows hold
+            ``y_init`` in every sample.
         """
         if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
@@ -719,7 +831,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             if y0 is not None:
                 ys[:, : y0.shape[0]] = y0
             out.append(ys)
-        return self._format(out, is_list)
+        return out if is_list else out[0]
 
     def _generator(self, random_state) -> torch.Generator:
         seed = check_random_state_seed(random_state)
@@ -778,14 +890,16 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Returns
         -------
         quantiles : ndarray of shape (n_alpha, n_timesteps[, n_outputs])
+            The output axis is dropped when ``y`` was 1-D in ``fit``; a list
+            when ``X`` is a list.
         """
         alpha = np.atleast_1d(np.asarray(alpha, dtype=float))
         if np.any((alpha <= 0) | (alpha >= 1)):
             raise ValueError(f"alpha values must be in (0, 1), got {alpha.tolist()}")
         sims = self.simulate(X, y_init, n_samples=n_samples, random_state=random_state)
-        if isinstance(sims, list):
-            return [np.quantile(s, alpha, axis=0) for s in sims]
-        return np.quantile(sims, alpha, axis=0)
+        is_list = isinstance(sims, list)
+        qs = [np.quantile(s, alpha, axis=0) for s in (sims if is_list else [sims])]
+        return self._format(qs, is_list)
 
     def predict_ahead(self, X, y, steps: int = 1):
         """k-step-ahead prediction from measured outputs up to t - k.
@@ -802,19 +916,16 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Returns
         -------
         y_pred : ndarray like ``y``
-            Element t predicts y_t from y_<=t-k (the first k elements use a
-            zero history, i.e. the output mean, before the record).
+            Element t predicts y_t from the inputs up to t and the measured
+            outputs y_<=t-k, running the model free for the last k steps
+            (latents at their prior means, means fed back). The first k
+            elements have no measured output old enough and equal the free
+            run from the start of the record (the :meth:`predict` of ``X``
+            without ``y_init``).
         """
-        if not isinstance(steps, (int, np.integer)) or steps < 1:
+        data = self._eval_data(X, y)
+        if not _is_int(steps) or steps < 1:
             raise ValueError(f"steps must be a positive int, got {steps!r}")
-        check_is_fitted(self)
-        data = self._experiments(X, y, fitting=False)
-        check_consistent_channels(
-            data,
-            self.n_features_in_ or None,
-            self.n_outputs_,
-            estimator_name=type(self).__name__,
-        )
         out = []
         for u, yy in zip(data.u, data.y, strict=True):
             us, ys = self._scale_in(u), self._scale_out(yy)
@@ -862,8 +973,17 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 if t < T:
                     pred[t] = ys[b, :, t - ws]
         head = min(k - 1, T)
-        if head:
-            pred[:head] = self._ahead(u, y, 1)[:head] if k > 1 else pred[:head]
+        if head:  # no measured output is old enough: free run from the start
+            ys, _ = self._run(
+                None if u is None else u[:head],
+                None,
+                head,
+                1,
+                "prior_mean",
+                "mean",
+                None,
+            )
+            pred[:head] = ys[0]
         return pred
 
     def score(self, X, y, sample_weight=None):
@@ -884,8 +1004,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         """
         if sample_weight is not None:
             raise ValueError("sample_weight is not supported")
-        check_is_fitted(self)
-        data = self._experiments(X, y, fitting=False)
+        data = self._eval_data(X, y)
         n0 = self.n_init_
         trues, preds = [], []
         for u, yy in zip(data.u, data.y, strict=True):
@@ -894,14 +1013,18 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     f"a record of {yy.shape[0]} samples is not longer than the "
                     f"warm-up n_init_={n0}"
                 )
-            p = self.predict(u, y_init=yy[:n0])
-            p = p.reshape(yy.shape)
+            p, _ = self._free_run(u, yy.shape[0], yy[:n0])
             trues.append(yy[n0:])
             preds.append(p[n0:])
         yt, yp = np.concatenate(trues), np.concatenate(preds)
         ss_res = ((yt - yp) ** 2).sum(0)
         ss_tot = ((yt - yt.mean(0)) ** 2).sum(0)
-        r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), 0.0)
+        # sklearn's r2_score convention for a constant target: 1 if exact, else 0
+        r2 = np.where(
+            ss_tot > 0,
+            1 - ss_res / np.where(ss_tot > 0, ss_tot, 1),
+            np.where(ss_res == 0, 1.0, 0.0),
+        )
         return float(np.mean(r2))
 
     def elbo(self, X, y=None) -> dict:
@@ -920,8 +1043,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             normalised outputs when ``normalize=True``; ``log_lik_raw`` adds
             the Jacobian of the scaling (raw units).
         """
-        check_is_fitted(self)
-        data = self._experiments(X, y, fitting=False)
+        data = self._eval_data(X, y)
         rows = []
         with torch.no_grad():
             for u, yy in zip(data.u, data.y, strict=True):
@@ -966,7 +1088,14 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     "this model has inputs: pass X of shape "
                     f"({length}, {self.n_features_in_})"
                 )
-            u = self._scale_in(self._experiments(X, None, fitting=False).u[0])
+            self._check_feature_names(X)
+            data = self._experiments(X, None, fitting=False)
+            check_consistent_channels(
+                data, self.n_features_in_, None, estimator_name=type(self).__name__
+            )
+            if data.n_experiments != 1:
+                raise ValueError("X must hold a single experiment in sample()")
+            u = self._scale_in(data.u[0])
             if u.shape[0] != length:
                 raise ValueError(f"X has {u.shape[0]} rows but length={length}")
         ys, _ = self._run(
@@ -1001,6 +1130,10 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 "y_scaler_": self.y_scaler_.to_dict(),
                 "history_": _jsonable(self.history_),
                 "history_events_": _jsonable(self.history_events_),
+                "output_names_": _jsonable(getattr(self, "output_names_", None)),
+                "feature_names_in_": _jsonable(
+                    getattr(self, "feature_names_in_", None)
+                ),
             },
         }
 
@@ -1088,6 +1221,10 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             setattr(self, key, fitted[key])
         if fitted.get("window_") is not None:
             self.window_ = fitted["window_"]
+        names = fitted.get("output_names_")
+        self.output_names_ = None if names is None else tuple(names)
+        if fitted.get("feature_names_in_") is not None:
+            self.feature_names_in_ = np.asarray(fitted["feature_names_in_"], object)
         self.x_scaler_ = ChannelScaler("input")
         if fitted["x_scaler_"] is not None:
             self.x_scaler_ = ChannelScaler.from_dict(fitted["x_scaler_"], "input")
@@ -1096,6 +1233,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self._seed = check_random_state_seed(self.random_state)
         self._rng = np.random.default_rng(self._seed)
         self._trainer_state = None
+        self._torch_rng_state = None
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -1122,27 +1260,59 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self.model_ = model.to(dev)
 
 
+def _x_items(X) -> list:
+    """The experiments of ``X`` (the list rule of ``as_experiments``)."""
+    if X is None:
+        return []
+    if isinstance(X, (list, tuple)):
+        if X and (isinstance(X[0], _ARRAY_TYPES) or _has_uy(X[0])):
+            return list(X)
+    return [X]
+
+
+def _ndim(obj) -> int | None:
+    """Number of dimensions of an array-like (None for u/y containers)."""
+    if isinstance(obj, xr.Dataset) or _has_uy(obj):
+        return None
+    if isinstance(obj, _ARRAY_TYPES):
+        return obj.ndim
+    try:
+        return np.ndim(obj)
+    except (TypeError, ValueError):  # ragged lists: as_experiments reports them
+        return None
+
+
 def _empty_columns(X) -> bool:
-    items = X if isinstance(X, (list, tuple)) else [X]
-    return all(
-        isinstance(a, np.ndarray) and a.ndim == 2 and a.shape[1] == 0 for a in items
+    items = _x_items(X)
+    return bool(items) and all(
+        len(getattr(a, "shape", ())) == 2 and a.shape[1] == 0 for a in items
     )
 
 
+def _feature_names(X) -> np.ndarray | None:
+    """Column names when every experiment is a DataFrame with string columns."""
+    items = _x_items(X)
+    if not items or not all(isinstance(a, pd.DataFrame) for a in items):
+        return None
+    cols = [list(a.columns) for a in items]
+    if not all(isinstance(c, str) for c in cols[0]) or any(c != cols[0] for c in cols):
+        return None
+    return np.asarray(cols[0], dtype=object)
+
+
 def _holds_outputs(X) -> bool:
-    items = X if isinstance(X, (list, tuple)) else [X]
-    return bool(items) and all(hasattr(i, "__getitem__") and _has_uy(i) for i in items)
+    items = _x_items(X)
+    return bool(items) and all(_has_uy(i) for i in items)
 
 
 def _has_uy(obj) -> bool:
-    try:
-        import xarray as xr
+    if isinstance(obj, xr.Dataset):
+        return "y" in obj.data_vars
+    return hasattr(obj, "u") and hasattr(obj, "y") and not isinstance(obj, _ARRAY_TYPES)
 
-        if isinstance(obj, xr.Dataset):
-            return "y" in obj.data_vars
-    except ImportError:  # pragma: no cover
-        pass
-    return hasattr(obj, "u") and hasattr(obj, "y") and not isinstance(obj, np.ndarray)
+
+def _cuda_index(dev: torch.device) -> int:
+    return torch.cuda.current_device() if dev.index is None else dev.index
 
 
 def _to_cpu(obj):
@@ -1190,6 +1360,7 @@ def _epoch_row(rows: list[dict], epoch: int, trainer: Trainer, seconds: float) -
         "elbo": elbo,
         "elbo_per_step": elbo / max(n_steps, 1.0),
         "log_lik": float(np.mean([r["log_lik"] for r in good])),
+        "kl": float(np.mean([r["kl"] for r in good])),
         "kl_per_level": np.mean([r["kl_per_level"] for r in good], axis=0).tolist()
         if good[0]["kl_per_level"]
         else [],
