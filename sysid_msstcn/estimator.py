@@ -134,6 +134,13 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Warm-up length used by :meth:`score`; None: the receptive field.
     normalize : bool, default=True
         Standardise inputs and outputs per channel inside the estimator.
+    steps_per_epoch : int or None, default=None
+        Optimiser steps per epoch; None: enough windows to cover the
+        training data once, and at least 50 steps.
+    input_noise : float, default=0.0
+        Standard deviation (normalised units) of Gaussian noise added to the
+        outputs fed back into the network during training, which makes free
+        simulation more robust to the model's own errors.
     mixed_precision : bool, default=False
         bf16 autocast on CUDA.
     device : str, default="auto"
@@ -222,6 +229,8 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         tol: float = 0.0,
         n_init: int | None = None,
         normalize: bool = True,
+        steps_per_epoch: int | None = None,
+        input_noise: float = 0.0,
         mixed_precision: bool = False,
         device: str = "auto",
         random_state=None,
@@ -255,6 +264,8 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.tol = tol
         self.n_init = n_init
         self.normalize = normalize
+        self.steps_per_epoch = steps_per_epoch
+        self.input_noise = input_noise
         self.mixed_precision = mixed_precision
         self.device = device
         self.random_state = random_state
@@ -320,6 +331,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             free_bits_half_life=self.free_bits_half_life,
             grad_clip=self.grad_clip,
             mixed_precision=self.mixed_precision,
+            input_noise=float(self.input_noise),
         )
         bs = r["batch_size"]
         if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
@@ -565,7 +577,13 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.window_ = self._window_length(train_seg)
         bs = int(self._resolved()["batch_size"])
         total = sum(stop - start for _, start, stop in train_seg)
-        n_batches = max(1, math.ceil(total / (self.window_ * bs)))
+        n_batches = max(50, math.ceil(total / (self.window_ * bs)))
+        if self.steps_per_epoch is not None:
+            if int(self.steps_per_epoch) < 1:
+                raise ValueError(
+                    f"steps_per_epoch must be >= 1, got {self.steps_per_epoch!r}"
+                )
+            n_batches = int(self.steps_per_epoch)
         valid_batches = [
             self._batch(us, ys, valid_seg[k : k + bs])
             for k in range(0, len(valid_seg), bs)
