@@ -68,6 +68,11 @@ _PARAM_CHECKS = {
     "n_iter_no_change": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
     "tol": (lambda v: _is_real(v) and v >= 0, "a float >= 0"),
     "n_init": (lambda v: v is None or (_is_int(v) and v >= 0), "None or an int >= 0"),
+    "steps_per_epoch": (
+        lambda v: v is None or (_is_int(v) and v >= 1),
+        "None or an int >= 1",
+    ),
+    "input_noise": (lambda v: _is_real(v) and v >= 0, "a float >= 0"),
     "early_stopping": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
     "normalize": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
     "warm_start": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
@@ -579,10 +584,6 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         total = sum(stop - start for _, start, stop in train_seg)
         n_batches = max(50, math.ceil(total / (self.window_ * bs)))
         if self.steps_per_epoch is not None:
-            if int(self.steps_per_epoch) < 1:
-                raise ValueError(
-                    f"steps_per_epoch must be >= 1, got {self.steps_per_epoch!r}"
-                )
             n_batches = int(self.steps_per_epoch)
         valid_batches = [
             self._batch(us, ys, valid_seg[k : k + bs])

@@ -29,6 +29,7 @@ TINY = {
     "window": 32,
     "batch_size": 4,
     "max_iter": 2,
+    "steps_per_epoch": 2,
     "device": "cpu",
 }
 
