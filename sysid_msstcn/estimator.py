@@ -1046,12 +1046,16 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         )
         return float(np.mean(r2))
 
-    def elbo(self, X, y=None) -> dict:
+    def elbo(self, X, y=None, random_state=0) -> dict:
         """ELBO of records under the model (posterior latents), in nats.
 
         Parameters
         ----------
         X, y : see :meth:`fit`
+        random_state : int, Generator or None, default=0
+            Seed of the single reparameterised posterior draw (the ELBO is a
+            one-sample Monte Carlo estimate of its expectation over q(z)).
+            The default makes the result reproducible.
 
         Returns
         -------
@@ -1059,17 +1063,27 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             ``elbo`` (per sequence, array of n_experiments), ``elbo_per_step``,
             ``log_lik``, ``kl``, ``kl_per_level`` (n_experiments, n_levels; bottom
             level first), ``n_steps``. The likelihood is evaluated on the
-            normalised outputs when ``normalize=True``; ``log_lik_raw`` adds
-            the Jacobian of the scaling (raw units).
+            normalised outputs when ``normalize=True``; ``log_lik_raw`` and
+            ``elbo_raw`` add the Jacobian of the scaling (raw units).
         """
         data = self._eval_data(X, y)
+        gen = self._generator(random_state)
+        model = self.model_.eval()
+        param = next(model.parameters())
         rows = []
         with torch.no_grad():
             for u, yy in zip(data.u, data.y, strict=True):
-                out = self.model_.eval()(
+                noise = [
+                    torch.randn(
+                        shape, generator=gen, device=param.device, dtype=param.dtype
+                    )
+                    for shape in model.latent_shapes(1, yy.shape[0])
+                ]
+                out = model(
                     self._tensor(self._scale_out(yy)),
                     None if u is None else self._tensor(self._scale_in(u)),
                     latent="posterior",
+                    noise=noise if self.network_config_.use_latents else None,
                 )
                 rows.append(
                     {k: v.double().cpu().numpy()[0] for k, v in elbo_terms(out).items()}

@@ -390,6 +390,16 @@ def test_elbo_terms_in_nats(fitted, siso):
     assert many["elbo"].shape == (2,) and many["kl_per_level"].shape == (2, 2)
 
 
+def test_elbo_is_reproducible_and_leaves_the_global_rng_alone(fitted, siso):
+    u, y = siso
+    state = torch.get_rng_state()
+    first = fitted.elbo(u, y)
+    assert torch.equal(torch.get_rng_state(), state)
+    np.testing.assert_array_equal(fitted.elbo(u, y)["elbo"], first["elbo"])
+    other = fitted.elbo(u, y, random_state=1)
+    assert other["elbo"][0] != first["elbo"][0]  # a different posterior draw
+
+
 def test_sample_generates_input_driven_sequences(fitted, siso):
     u, _ = siso
     s = fitted.sample(3, 50, X=u[:50], random_state=0)
