@@ -171,19 +171,39 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     window_ : int
         Training window length used.
     history_ : list of dict
-        Per-epoch training loss/ELBO, validation ELBO, KL per level,
-        learning rate, free-bits threshold and skipped steps.
+        One row per epoch (nats per sequence unless ``_per_step``):
+        ``epoch``, ``loss`` (the minimised free-bits objective), ``elbo``,
+        ``elbo_per_step``, ``log_lik``, ``kl``, ``kl_per_level``, ``lr``,
+        ``threshold`` (free bits), ``n_skipped``, ``seconds`` and, with a
+        validation split, ``val_loss`` (negative validation ELBO),
+        ``val_elbo``, ``val_elbo_per_step``, ``val_log_lik``, ``val_kl``,
+        ``val_kl_per_level``.
     history_events_ : list of dict
         Divergence roll-backs and interruptions.
+    loss_curve_ : list of float
+        ``loss`` of every epoch.
     n_iter_ : int
-        Epochs run.
+        Epochs run (over all calls of ``fit``/``partial_fit`` since the last
+        cold start).
     best_epoch_ : int
-        Epoch whose weights were kept.
+        Epoch whose weights were kept (best validation ELBO, or best
+        training ELBO without a validation split).
+    x_scaler_, y_scaler_ : ChannelScaler
+        Per-channel means ``mean_`` and scales ``scale_`` of the inputs and
+        outputs (used when ``normalize=True``).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names of ``X`` when it was a DataFrame with string columns.
+    output_names_ : tuple of str or None
+        Output channel names (DataFrame columns, xarray coordinates).
     device_ : torch.device
 
     Notes
     -----
-    ``predict`` is free-run simulation from the inputs alone (the standard
+    Training draws random windows (``window`` samples, never crossing two
+    experiments) and maximises the ELBO of the one-step predictive model,
+    with the outputs teacher-forced; the last ``validation_fraction`` of each
+    experiment (when long enough) is a contiguous validation tail, never
+    shuffled. ``predict`` is free-run simulation from the inputs alone (the standard
     of the nonlinear system-identification benchmarks): the model's own
     predictive means are fed back, latents at their prior means. The first
     ``len(y_init)`` outputs are measured values, returned unchanged.
@@ -1193,13 +1213,16 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path, device: str = "auto") -> MSSTCNRegressor:
+    def load(cls, path, device: str | None = None) -> MSSTCNRegressor:
         """Load an estimator saved with :meth:`save` (no code is executed).
 
         Parameters
         ----------
         path : str or path-like
-        device : str, default="auto"
+        device : str or None, default=None
+            Device to put the network on; also replaces the ``device``
+            parameter. None keeps the saved parameter and falls back to the
+            CPU when it names CUDA on a machine without CUDA.
 
         Returns
         -------
@@ -1221,7 +1244,9 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 f"{exc})"
             ) from exc
         est = cls(**_tuples(payload["params"]))
-        est.device = device
+        if device is not None:
+            resolve_device(device)  # an explicit request must be satisfiable
+            est.device = device
         est._restore(payload, state)
         return est
 
@@ -1231,7 +1256,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.train_config_ = self._build_configs(
             self.network_config_.n_inputs, self.network_config_.n_outputs
         )[1]
-        self.device_ = resolve_device(self.device)
+        self.device_ = _cpu_if_no_cuda(self.device)
         model = MSSTCN(self.network_config_)
         try:
             model.load_state_dict(state)
@@ -1284,9 +1309,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         weights = state.get("model_")
         self.__dict__.update(state)
         if weights is not None:
-            dev = torch.device(state["device_"])
-            if dev.type == "cuda" and not torch.cuda.is_available():
-                dev = torch.device("cpu")
+            dev = _cpu_if_no_cuda(state["device_"])
             self.device_ = dev
             model = MSSTCN(self.network_config_)
             model.load_state_dict(weights)
@@ -1342,6 +1365,16 @@ def _has_uy(obj) -> bool:
     if isinstance(obj, xr.Dataset):
         return "y" in obj.data_vars
     return hasattr(obj, "u") and hasattr(obj, "y") and not isinstance(obj, _ARRAY_TYPES)
+
+
+def _cpu_if_no_cuda(device) -> torch.device:
+    """Resolve a device, mapping CUDA to the CPU when CUDA is unavailable."""
+    try:
+        return resolve_device(device)
+    except ValueError:
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            return torch.device("cpu")
+        raise
 
 
 def _cuda_index(dev: torch.device) -> int:

@@ -251,6 +251,26 @@ def test_model_fitted_on_cuda_unpickles_on_a_cpu_only_machine(
     assert restored.n_iter_ == fitted.n_iter_ + fitted.max_iter
 
 
+def test_saved_cuda_model_loads_on_a_cpu_only_machine(
+    fitted, data, tmp_path, monkeypatch
+):
+    u, y = data
+    fitted.save(tmp_path / "m.safetensors")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    # a file written by a model whose device parameter was "cuda"
+    monkeypatch.setattr(fitted, "device", "cuda")
+    fitted.save(tmp_path / "cuda.safetensors")
+    loaded = MSSTCNRegressor.load(tmp_path / "cuda.safetensors")
+    assert loaded.device == "cuda"  # the parameter is kept ...
+    assert loaded.device_ == torch.device("cpu")  # ... the network is on the CPU
+    np.testing.assert_array_equal(loaded.predict(u), fitted.predict(u))
+    assert MSSTCNRegressor.load(tmp_path / "m.safetensors", device="cpu").device == (
+        "cpu"
+    )
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        MSSTCNRegressor.load(tmp_path / "m.safetensors", device="cuda:0")
+
+
 @pytest.mark.gpu
 def test_gpu_fitted_model_loads_on_cpu_in_a_fresh_process(data, tmp_path):
     """A real CUDA fit, unpickled and loaded where CUDA is hidden."""
