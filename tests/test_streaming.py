@@ -42,7 +42,7 @@ def test_streaming_equals_full_forward_for_every_preset(name, n_inputs, resampli
     cfg = tiny_config(name, n_inputs=n_inputs, resampling=resampling)
     model = build(cfg)
     D = cfg.total_stride
-    T = max(D + D // 2 + 5, 40)  # crosses a top-level block boundary after n0
+    T = max(D + D // 2 + 5, 24)  # crosses a top-level block boundary after n0
     y, u = random_data(model, 1, T)
     noise = fixed_noise(model, 1, T)
     for label, n0 in _warmups(D).items():
