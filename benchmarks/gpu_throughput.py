@@ -83,6 +83,12 @@ def parse_args(argv=None):
     p.add_argument("--time-budget", type=float, default=420.0)
     p.add_argument("--compile-on-cpu", action="store_true")
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=["fp32", "bf16", "fp32-compile", "bf16-compile"],
+        help="subset of the four variants (default: all)",
+    )
     return p.parse_args(argv)
 
 
@@ -123,6 +129,9 @@ def measure(config, batch, length, precision, compiled, device, steps, warmup):
             step(data)
         step.pop_stats()
         _sync(device)
+        warmup_peak = _peak_mib(device)
+        if device.type == "cuda":  # steady state: without autotuning workspaces
+            torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
         for _ in range(steps):
             step(data)
@@ -143,12 +152,19 @@ def measure(config, batch, length, precision, compiled, device, steps, warmup):
         "skipped_steps": stats["skipped"],
     }
     if device.type == "cuda":
-        row["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        row["peak_memory_mib"] = _peak_mib(device)
+        row["warmup_peak_memory_mib"] = warmup_peak
     else:
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         row["peak_memory_mib"] = None
         row["process_peak_rss_mib"] = peak_kib / 1024
     return row
+
+
+def _peak_mib(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
 
 
 def skip_reason(device, precision, compiled, args, started) -> str | None:
@@ -194,7 +210,9 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     results = []
     # eager rows of every preset first, so that a tight budget drops compiles
-    plan = [(v, name) for v in VARIANTS for name in args.presets]
+    names = {(p, c): p + ("-compile" if c else "") for p, c in VARIANTS}
+    variants = [v for v in VARIANTS if not args.variants or names[v] in args.variants]
+    plan = [(v, name) for v in variants for name in args.presets]
     for (precision, compiled), name in plan:
         work = WORKLOADS[name]
         batch, length = work["quick"] if args.quick else (work["batch"], work["length"])
@@ -241,8 +259,10 @@ def main(argv=None) -> dict:
         "benchmark": "gpu_throughput",
         "measures": "training step of sysid_msstcn.distributed.TrainStep: forward, "
         "linear free-bits loss, backward, grad norm, fused Adam (one optimiser "
-        "step per step); steps/s over the timed steps after warm-up; peak memory "
-        "= torch.cuda.max_memory_allocated over warm-up and timed steps",
+        "step per step); steps/s over the timed steps after warm-up; "
+        "peak_memory_mib = torch.cuda.max_memory_allocated over the timed steps; "
+        "warmup_peak_memory_mib also counts the first steps (cuDNN autotuning "
+        "workspaces with cudnn.benchmark=True, compilation)",
         "data": "random normal data of the right shapes (IAM pen channel 0/1), "
         "resident on the device; no data loading",
         "quick": args.quick,
