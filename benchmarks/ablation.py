@@ -1,0 +1,198 @@
+"""The paper's ablation: multiscale vs. no multiscale vs. no latent variables.
+
+Three variants with the same widths and depths (so nearly the same number
+of parameters) are trained with the same budget:
+
+* ``multiscale``: strides (1, 2, 2, 2, 1), bottom-up dilations 1 except the
+  top level (1, 2, 4, 8, 16), as the paper's multiscale models;
+* ``flat``: all strides 1 and dilations (1, 2, 4, 8, 16) at every level
+  (the paper's "without multiscale", essentially STCN);
+* ``no_latents``: the multiscale model without latent variables.
+
+They are compared on the speech stand-ins (``blizzard/standin`` in the
+shared data folder: ELBO per 0.5 s clip and KL per level on held-out clips,
+like the paper's Tables 1 and 2) and on one system-identification benchmark
+(Cascaded Tanks: test ELBO and free-run simulation RMSE).
+
+Usage::
+
+    python benchmarks/ablation.py --epochs 20 --output benchmarks/results/ablation.json
+    python benchmarks/ablation.py --quick   # seconds, for the smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sysid_msstcn import MSSTCNRegressor
+from sysid_msstcn._paths import default_data_dir
+from sysid_msstcn.benchmarking import hardware_info
+from sysid_msstcn.data import io_arrays, load_benchmark, load_blizzard
+from sysid_msstcn.metrics import rmse
+
+
+def variants(width: int, latent: int, levels: int = 5) -> dict[str, dict]:
+    """Estimator parameters of the three ablation variants."""
+    top = (1, 2, 4, 8, 1)  # receptive field below one 0.5 s clip at FW=25
+    ms = {
+        "channels": (width,) * levels,
+        "latent_dims": (latent,) * levels,
+        "strides": (1,) + (2,) * (levels - 2) + (1,),
+        "dilations": ((1,) * 5,) * (levels - 1) + (top,),
+    }
+    flat = dict(ms, strides=(1,) * levels, dilations=((1, 2, 4, 8, 16),) * levels)
+    return {
+        "multiscale": ms,
+        "flat": flat,
+        "no_latents": dict(ms, use_latents=False),
+    }
+
+
+def _n_params(est: MSSTCNRegressor) -> int:
+    return int(sum(p.numel() for p in est.model_.parameters()))
+
+
+def speech_ablation(args) -> dict:
+    """Train the three variants on the speech stand-ins; test ELBO per clip."""
+    audio = Path(args.data) / "blizzard" / "standin"
+    with tempfile.TemporaryDirectory() as cache:
+        data = load_blizzard(
+            audio, cache, frame_width=args.frame_width, test_fraction=0.2, seed=1
+        )
+        train = [data.train[i].astype(np.float64) for i in range(len(data.train))]
+        test = [data.test[i].astype(np.float64) for i in range(len(data.test))]
+    if args.quick:
+        train, test = train[:4], test[:2]
+    rows = []
+    for name, params in variants(args.width, args.latent).items():
+        est = MSSTCNRegressor(
+            **params,
+            likelihood="gmm",
+            n_components=args.components,
+            normalize=False,  # clips are already standardised (train statistics)
+            max_iter=args.epochs,
+            steps_per_epoch=args.steps,
+            batch_size=args.batch_size,
+            window=train[0].shape[0],
+            validation_fraction=0.0,
+            early_stopping=False,
+            random_state=args.seed,
+            device=args.device,
+        )
+        t0 = time.perf_counter()
+        est.fit(None, train)
+        seconds = time.perf_counter() - t0
+        ev = est.elbo(None, test)
+        rows.append(
+            {
+                "variant": name,
+                "parameters": _n_params(est),
+                "train_seconds": seconds,
+                "test_elbo_per_clip": float(ev["elbo"].mean()),
+                "test_log_lik_per_clip": float(ev["log_lik"].mean()),
+                "test_kl_per_level": ev["kl_per_level"].mean(0).tolist(),
+                "test_elbo_per_sample": float(
+                    ev["elbo"].mean() / (ev["n_steps"].mean() * args.frame_width)
+                ),
+                "final_train_elbo": est.history_[-1]["elbo"],
+            }
+        )
+        print(rows[-1], flush=True)
+    return {
+        "data": str(audio),
+        "frame_width": args.frame_width,
+        "n_train_clips": len(train),
+        "n_test_clips": len(test),
+        "units": "nats per 0.5 s clip (8000 samples), standardised amplitude",
+        "rows": rows,
+    }
+
+
+def sysid_ablation(args) -> dict:
+    """The three variants on Cascaded Tanks: test ELBO and simulation RMSE."""
+    train, test = load_benchmark(
+        "cascaded_tanks", data_dir=Path(args.data) / "nonlinear_benchmarks"
+    )
+    u, y = io_arrays(train[0])
+    ut, yt = io_arrays(test[0])
+    n = int(test[0].attrs["n_init"])
+    rows = []
+    for name, params in variants(args.sysid_width, 2, levels=4).items():
+        params = dict(params, dilations=((1, 2, 4, 8),) * 4)
+        if name == "multiscale":
+            params["dilations"] = ((1, 2, 4, 8),) * 3 + ((1, 2, 4, 8),)
+        est = MSSTCNRegressor(
+            **params,
+            max_iter=args.sysid_epochs,
+            steps_per_epoch=args.steps,
+            random_state=args.seed,
+            device=args.device,
+        )
+        t0 = time.perf_counter()
+        est.fit(u, y)
+        seconds = time.perf_counter() - t0
+        pred = est.predict(ut, y_init=yt[:n])
+        ev = est.elbo(ut, yt)
+        rows.append(
+            {
+                "variant": name,
+                "parameters": _n_params(est),
+                "receptive_field": est.receptive_field_,
+                "train_seconds": seconds,
+                "test_rmse_V": float(
+                    rmse(yt, pred, n_init=n, multioutput="uniform_average")
+                ),
+                "test_elbo_per_step": float(ev["elbo_per_step"][0]),
+                "test_kl_per_level": ev["kl_per_level"][0].tolist(),
+            }
+        )
+        print(rows[-1], flush=True)
+    return {"benchmark": "cascaded_tanks", "rows": rows}
+
+
+def main(argv=None) -> None:
+    """Run the ablation and write the JSON result."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(default_data_dir()))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--sysid-epochs", type=int, default=20)
+    p.add_argument("--steps", type=int, default=50, help="steps per epoch")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--frame-width", type=int, default=25)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--sysid-width", type=int, default=32)
+    p.add_argument("--latent", type=int, default=16)
+    p.add_argument("--components", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny run (smoke test)")
+    p.add_argument("--output", default="benchmarks/results/ablation.json")
+    p.add_argument("--skip-speech", action="store_true")
+    p.add_argument("--skip-sysid", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.epochs = args.sysid_epochs = 1
+        args.steps, args.batch_size, args.width, args.sysid_width = 2, 2, 8, 8
+        args.latent, args.components = 2, 2
+    out = {
+        "hardware": hardware_info(args.device),
+        "settings": {k: v for k, v in vars(args).items() if k != "output"},
+    }
+    if not args.skip_speech:
+        out["speech"] = speech_ablation(args)
+    if not args.skip_sysid:
+        out["sysid"] = sysid_ablation(args)
+    path = Path(args.output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""MS-STCN against NARX baselines on the nonlinear system-identification benchmarks.
+
+For each benchmark every model is fitted on the official training split and
+simulates each test split from u and y[:n_init]; the test RMSE is reported
+in the benchmark's units together with fit %, training time and hardware.
+One JSON file per dataset goes to ``--output-dir`` (default
+``benchmarks/results``), with plots (measured vs simulated with the MS-STCN
+90% band, error spectrum) and a Markdown table beside the published figures.
+
+Usage::
+
+    python benchmarks/run_nonlinear.py --budget small
+    python benchmarks/run_nonlinear.py --datasets cascaded_tanks ced --budget tiny
+    sysid-msstcn benchmark cascaded_tanks --budget small   # one dataset
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sysid_msstcn.benchmarking import BUDGETS, run_benchmark
+
+DATASETS = ("silverbox", "wiener_hammerstein", "emps", "cascaded_tanks", "ced")
+
+
+def _plots(res: dict, out: Path) -> list[str]:
+    from sysid_msstcn.data import io_arrays
+    from sysid_msstcn.plotting import plot_error, plot_simulation, save_figure
+
+    files = []
+    est = res["models"]["MS-STCN"]
+    for k, ds in enumerate(res["test_records"]):
+        u, y = io_arrays(ds)
+        n = int(ds.attrs["n_init"])
+        name = ds.attrs["name"]
+        preds = {
+            m: np.asarray(p[k]).reshape(y.shape) for m, p in res["predictions"].items()
+        }
+        lo, hi = est.predict_interval(
+            u, y_init=y[:n], coverage=0.9, n_samples=20, random_state=0
+        )
+        fig = plot_simulation(
+            y,
+            preds,
+            lower=np.asarray(lo).reshape(y.shape),
+            upper=np.asarray(hi).reshape(y.shape),
+            n_init=n,
+            sampling_time=float(ds.attrs["sampling_time"]),
+            title=f"{res['benchmark']} {name}",
+            max_points=3000,
+        )
+        path = out / f"{res['benchmark']}_{name}_simulation.png"
+        save_figure(fig, path)
+        files.append(str(path))
+        fig = plot_error(
+            y,
+            preds,
+            n_init=n,
+            sampling_time=float(ds.attrs["sampling_time"]),
+            title=f"{res['benchmark']} {name}: simulation error",
+        )
+        path = out / f"{res['benchmark']}_{name}_error.png"
+        save_figure(fig, path)
+        files.append(str(path))
+    return files
+
+
+def markdown_table(results: list[dict]) -> str:
+    """Markdown table of all datasets: ours, baselines, published, target."""
+    lines = [
+        "| benchmark | test set | model | RMSE | unit | fit % | train s "
+        "| 90% coverage |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        for r in res["results"]:
+            cov = r.get("coverage_90")
+            lines.append(
+                f"| {res['benchmark']} | {r['test_set']} | {r['model']} | "
+                f"{r['rmse']:.4g} | {r['units']} | {r['fit_percent']:.1f} | "
+                f"{r['train_seconds']:.0f} | "
+                f"{'' if cov is None else f'{cov:.2f}'} |"
+            )
+    lines += ["", "Published (same splits and units; see docs/benchmarks.rst):", ""]
+    lines += ["| benchmark | test set | method | RMSE |", "|---|---|---|---|"]
+    for res in results:
+        for test, methods in res["published"].items():
+            for method, value in methods.items():
+                lines.append(f"| {res['benchmark']} | {test} | {method} | {value} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    """Run the suite; returns 0."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS)
+    )
+    p.add_argument("--budget", default="small", choices=list(BUDGETS))
+    p.add_argument(
+        "--params",
+        default=None,
+        help="JSON of MS-STCN estimator parameters overriding the budget",
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--n-samples",
+        type=int,
+        default=20,
+        help="Monte Carlo trajectories for coverage/CRPS",
+    )
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--output-dir", default="benchmarks/results")
+    p.add_argument("--tag", default="", help="suffix of the result file names")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-baselines", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    budget: str | dict = args.budget
+    if args.params:
+        budget = {**BUDGETS[args.budget], **json.loads(args.params)}
+    all_results = []
+    for name in args.datasets:
+        res = run_benchmark(
+            name,
+            budget=budget,
+            data_dir=args.data_dir,
+            random_state=args.seed,
+            device=args.device,
+            n_samples=args.n_samples,
+            baselines=not args.no_baselines,
+            keep_predictions=not args.no_plots,
+        )
+        res["budget_name"] = args.budget
+        if not args.no_plots:
+            res["plots"] = _plots(res, out)
+        for key in ("predictions", "models", "test_records"):
+            res.pop(key, None)
+        suffix = f"_{args.tag}" if args.tag else ""
+        (out / f"nonlinear_{name}{suffix}.json").write_text(json.dumps(res, indent=2))
+        for r in res["results"]:
+            print(
+                f"{name:20s} {r['test_set']:28s} {r['model']:16s} "
+                f"RMSE {r['rmse']:.4g} {r['units']}  fit {r['fit_percent']:.1f}%",
+                flush=True,
+            )
+        all_results.append(res)
+    suffix = f"_{args.tag}" if args.tag else ""
+    (out / f"nonlinear_table{suffix}.md").write_text(markdown_table(all_results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

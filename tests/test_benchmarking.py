@@ -1,0 +1,93 @@
+"""Smoke tests of the benchmark suite and the ablation (tiny budgets)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from sysid_msstcn.benchmarking import BUDGETS, PUBLISHED, TARGETS, run_benchmark
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(script: str):
+    spec = importlib.util.spec_from_file_location(script, ROOT / "benchmarks" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_run_benchmark_tiny_protocol(benchmark_data):
+    res = run_benchmark(
+        "ced", budget="tiny", data_dir=benchmark_data, device="cpu", n_samples=2
+    )
+    models = {r["model"] for r in res["results"]}
+    assert models == {"MS-STCN", "ARX", "polynomial NARX", "MLP NARX"}
+    tests = {r["test_set"] for r in res["results"]}
+    assert tests == {"test_low_amplitude", "test_high_amplitude"}
+    for r in res["results"]:
+        assert math.isfinite(r["rmse"]) and r["rmse"] > 0
+        assert r["n_init"] == 10
+        assert r["units"] == "ticks/s"
+    ms = [r for r in res["results"] if r["model"] == "MS-STCN"]
+    assert all(0.0 <= r["coverage_90"] <= 1.0 for r in ms)
+    assert res["config"]["MS-STCN"]["max_iter"] == BUDGETS["tiny"]["max_iter"]
+    assert res["hardware"]["device"] == "cpu"
+    json.dumps(res)  # JSON-friendly
+    assert set(res["published"]) == set(res["targets"]) == tests
+
+
+def test_published_and_targets_use_adapter_test_names():
+    from sysid_msstcn.data import load_benchmark  # noqa: F401 - names documented
+
+    assert set(TARGETS) <= set(PUBLISHED)
+    for name, tests in TARGETS.items():
+        assert set(tests) <= set(PUBLISHED[name])
+
+
+def test_run_nonlinear_script_writes_json_and_table(benchmark_data, tmp_path):
+    script = _load("run_nonlinear.py")
+    script.main(
+        [
+            "--datasets",
+            "ced",
+            "--budget",
+            "tiny",
+            "--n-samples",
+            "2",
+            "--data-dir",
+            str(benchmark_data),
+            "--output-dir",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ]
+    )
+    data = json.loads((tmp_path / "nonlinear_ced.json").read_text())
+    assert data["benchmark"] == "ced" and data["budget_name"] == "tiny"
+    assert len(data["plots"]) == 4
+    assert all(Path(p).stat().st_size > 0 for p in data["plots"])
+    assert "MS-STCN" in (tmp_path / "nonlinear_table.md").read_text()
+
+
+@pytest.mark.slow
+def test_ablation_quick(shared_data, tmp_path):
+    script = _load("ablation.py")
+    out = tmp_path / "ablation.json"
+    script.main(
+        ["--quick", "--data", str(shared_data), "--output", str(out), "--device", "cpu"]
+    )
+    data = json.loads(out.read_text())
+    variants = [r["variant"] for r in data["speech"]["rows"]]
+    assert variants == ["multiscale", "flat", "no_latents"]
+    no_lat = data["speech"]["rows"][2]
+    assert no_lat["test_kl_per_level"] == []
+    assert no_lat["test_elbo_per_clip"] == pytest.approx(
+        no_lat["test_log_lik_per_clip"]
+    )
+    assert len(data["speech"]["rows"][0]["test_kl_per_level"]) == 5
+    assert [r["variant"] for r in data["sysid"]["rows"]] == variants
