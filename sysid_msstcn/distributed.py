@@ -896,7 +896,8 @@ class TrainingRun:
             self.global_batch,
             self.steps_per_epoch,
         )
-        with float32_heads(self.model) if self.step_fn.autocast else _null():
+        heads = float32_heads if self.step_fn.autocast else contextlib.nullcontext
+        with heads(self.model):
             while not self._done():
                 self._run_epoch()
         self._checkpoint()
@@ -1023,6 +1024,8 @@ class TrainingRun:
 
     # --------------------------------------------------------- checkpoints
     def _sync_trainer(self) -> None:
+        # a stale skip flag would make later Trainer.train_step calls no-ops
+        self.step_fn.optimizer.found_inf = None
         self.trainer.iteration = self.step_fn.iteration
         self.trainer.n_skipped = self.step_fn.n_skipped
         self.trainer.lr_scale = self.step_fn.lr_scale
@@ -1124,10 +1127,6 @@ class TrainingRun:
         if self.info.is_main:
             _truncate_log(self.checkpoint_dir / "log.jsonl", self.step)
         logger.info("resumed from %s at step %d", state["path"], self.step)
-
-
-def _null() -> contextlib.AbstractContextManager:
-    return contextlib.nullcontext()
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -237,6 +237,20 @@ def test_non_finite_step_is_skipped_on_device():
     )
 
 
+def test_result_trainer_keeps_training_after_a_skipped_last_step():
+    """The returned Trainer holds no stale skip flag from the sync-free loop."""
+    data = synthetic_dataset(TINY_CONFIG, 4, LENGTH)
+    data[3] = (data[3][0], torch.full_like(data[3][1], float("nan")))
+    res = fit_distributed(
+        TINY_CONFIG, TrainConfig(), data, batch_size=2, device="cpu", log_every=1
+    )
+    assert [r["skipped"] for r in res.history if "loss" in r] == [0, 1]
+    before = res.model.head.weight.detach().clone()
+    _, y, u, lengths = collate_batch(list(enumerate(data[:2])))
+    row = res.trainer.train_step(Batch(y, u, lengths))
+    assert not row["skipped"] and not torch.equal(before, res.model.head.weight)
+
+
 def test_shards_of_two_ranks_form_the_one_rank_batches():
     """Per step, the union of the ranks' items is the single-process batch."""
     data = list(range(13))
