@@ -12,6 +12,13 @@ from sysid_msstcn._paths import DATA_ENV_VAR, default_data_dir
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
+try:  # one intra-op thread: tiny tensors, and CI has only 2 cores
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
+
 
 def _require(path: Path, what: str) -> Path:
     if path.exists():
