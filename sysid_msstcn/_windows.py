@@ -25,7 +25,17 @@ class ChannelScaler:
         self.name = name
 
     def fit(self, arrays: list[np.ndarray]) -> ChannelScaler:
-        """Fit the mean and standard deviation per channel."""
+        """Fit the mean and standard deviation per channel.
+
+        Parameters
+        ----------
+        arrays : list of ndarray of shape (T_i, C)
+            All experiments; the statistics pool their samples.
+
+        Returns
+        -------
+        self : ChannelScaler
+        """
         data = np.concatenate(arrays, axis=0)
         self.mean_ = data.mean(axis=0)
         std = data.std(axis=0)
@@ -41,7 +51,7 @@ class ChannelScaler:
         return self
 
     def transform(self, a: np.ndarray) -> np.ndarray:
-        """Standardise a (T, C) array."""
+        """Standardise an array whose last axis is the channel axis."""
         return (a - self.mean_) / self.scale_
 
     def inverse_transform(self, a: np.ndarray) -> np.ndarray:
@@ -79,8 +89,9 @@ def split_tails(
     Returns
     -------
     train, valid : list of (experiment index, start, stop) tuples
-        Encoded as (index, start) pairs in ``train`` and ``valid`` with
-        stop implied; see the estimator for use.
+        ``train`` has one segment per experiment (its head, or all of it);
+        ``valid`` has the contiguous tails of the experiments long enough to
+        split, in experiment order. Nothing is shuffled.
     """
     train, valid = [], []
     for i, n in enumerate(lengths):

@@ -300,4 +300,4 @@ np.save({str(tmp_path / "b.npy")!r}, b.predict(u, y_init=y[:10]))
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     subprocess.run([sys.executable, "-c", script], check=True, env=env)
     for name in ("a", "b"):
-        np.testing.assert_allclose(np.load(tmp_path / f"{name}.npy"), ref, atol=1e-4)
+        np.testing.assert_allclose(np.load(tmp_path / f"{name}.npy"), ref, atol=1e-3)
