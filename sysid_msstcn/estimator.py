@@ -219,7 +219,8 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     >>> y = np.convolve(u[:, 0], [0.5, 0.3, 0.1])[:300]
     >>> est = MSSTCNRegressor(channels=(8, 8), latent_dims=(2, 2),
     ...                       strides=(1, 2), dilations=((1, 2), (1, 2)),
-    ...                       max_iter=2, random_state=0, device="cpu")
+    ...                       batch_size=8, max_iter=2, steps_per_epoch=5,
+    ...                       random_state=0, device="cpu")
     >>> est.fit(u, y).predict(u, y_init=y[:10]).shape
     (300,)
     """
