@@ -120,9 +120,24 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "batch_size": 4,
         "window": 64,
     },
-    "small": {"preset": "sysid_small", "max_iter": 60, "n_iter_no_change": 15},
-    "medium": {"preset": "sysid_default", "max_iter": 150, "n_iter_no_change": 30},
-    "large": {"preset": "sysid_large", "max_iter": 400, "n_iter_no_change": 60},
+    "small": {
+        "preset": "sysid_small",
+        "max_iter": 40,
+        "n_iter_no_change": 15,
+        "input_noise": 0.3,
+    },
+    "medium": {
+        "preset": "sysid_default",
+        "max_iter": 100,
+        "n_iter_no_change": 30,
+        "input_noise": 0.3,
+    },
+    "large": {
+        "preset": "sysid_large",
+        "max_iter": 400,
+        "n_iter_no_change": 60,
+        "input_noise": 0.3,
+    },
 }
 
 # ARX / NARX orders per benchmark (chosen from the literature, not the test).
