@@ -48,6 +48,12 @@ from sysid_msstcn.data.speech import (
     trim_zeros,
     unframe_clips,
 )
+from sysid_msstcn.data.synthetic import (
+    make_multisine,
+    make_wiener_hammerstein,
+    simulate_wiener_hammerstein,
+    wiener_hammerstein_nonlinearity,
+)
 from sysid_msstcn.data.windows import (
     random_windows,
     split_validation_tails,
@@ -86,10 +92,13 @@ __all__ = [
     "load_iam_ondb",
     "load_speech_clips",
     "make_io_dataset",
+    "make_multisine",
+    "make_wiener_hammerstein",
     "random_windows",
     "read_file_list",
     "read_form_list",
     "read_line_strokes",
+    "simulate_wiener_hammerstein",
     "split_by_file",
     "split_from_lists",
     "split_validation_tails",
@@ -101,5 +110,6 @@ __all__ = [
     "validation_tails",
     "vrnn_moments",
     "vrnn_scale",
+    "wiener_hammerstein_nonlinearity",
     "window_starts",
 ]

@@ -1,0 +1,415 @@
+"""Every ``sysid-msstcn`` subcommand end to end at tiny size, and user errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from sysid_msstcn import cli
+from sysid_msstcn.data import make_io_dataset, make_wiener_hammerstein
+
+TINY = [
+    "--channels",
+    "[4,4]",
+    "--latent-dims",
+    "[1,1]",
+    "--strides",
+    "[1,2]",
+    "--dilations",
+    "[[1,2],[1]]",
+    "--max-iter",
+    "1",
+    "--steps-per-epoch",
+    "2",
+    "--batch-size",
+    "4",
+    "--window",
+    "64",
+    "--device",
+    "cpu",
+    "-q",
+]
+SYNTH = ["synthetic", "--n-samples", "400"]
+
+
+def run(argv, capsys):
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(scope="module")
+def io_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    assert cli.main(["fit", *SYNTH, *TINY, "--output", str(path)]) == 0
+    return path
+
+
+def test_presets_prints_the_table(capsys):
+    status, out, _ = run(["presets"], capsys)
+    assert status == 0
+    assert "| `sysid_small` |" in out and "receptive field" in out
+
+
+def test_demo_writes_table_plots_and_results(tmp_path, capsys):
+    out_dir = tmp_path / "demo"
+    argv = ["demo", "--budget", "0.02", "--output", out_dir, "--device", "cpu", "-q"]
+    status, out, _ = run(argv, capsys)
+    assert status == 0
+    for model in ("ARX", "polynomial NARX", "MLP NARX", "MS-STCN"):
+        assert model in out
+    assert "test RMSE" in out and "fit %" in out and "train time (s)" in out
+    for name in (
+        "simulation.png",
+        "error.png",
+        "comparison.png",
+        "learning_curves.png",
+        "results.csv",
+        "msstcn.safetensors",
+    ):
+        assert (out_dir / name).stat().st_size > 0, name
+    doc = json.loads((out_dir / "results.json").read_text())
+    assert [r["model"] for r in doc["results"]][-1] == "MS-STCN"
+    assert all(np.isfinite(r["rmse"]) for r in doc["results"])
+    assert doc["meta"]["sizes"]["max_iter"] == 1
+
+
+def test_fit_saves_model_and_sidecar(io_model):
+    from sysid_msstcn import MSSTCNRegressor
+
+    est = MSSTCNRegressor.load(io_model, device="cpu")
+    assert est.network_config_.channels == (4, 4)
+    assert est.n_iter_ == 1
+    side = json.loads(io_model.with_suffix(".json").read_text())
+    assert side["kind"] == "io"
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv", ".nc"])
+def test_evaluate_writes_results(io_model, tmp_path, capsys, suffix):
+    out = tmp_path / f"results{suffix}"
+    argv = [
+        "evaluate",
+        io_model,
+        *SYNTH,
+        "--device",
+        "cpu",
+        "--output",
+        out,
+        "--mc-samples",
+        "5",
+        "--plots",
+        tmp_path / "plots",
+    ]
+    status, stdout, _ = run(argv, capsys)
+    assert status == 0 and "MS-STCN" in stdout
+    assert out.stat().st_size > 0
+    if suffix == ".json":
+        row = json.loads(out.read_text())["results"][0]
+        assert {"rmse", "fit_percent", "coverage_90", "crps"} <= set(row)
+    if suffix == ".nc":
+        assert "rmse" in xr.load_dataset(out).data_vars
+    assert (tmp_path / "plots" / "simulation.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("suffix", [".nc", ".csv"])
+def test_simulate_writes_trajectories(io_model, tmp_path, capsys, suffix):
+    out = tmp_path / f"sim{suffix}"
+    argv = [
+        "simulate",
+        io_model,
+        *SYNTH,
+        "--device",
+        "cpu",
+        "--output",
+        out,
+        "--mc-samples",
+        "4",
+        "-q",
+    ]
+    status, _, _ = run(argv, capsys)
+    assert status == 0
+    if suffix == ".nc":
+        ds = xr.load_dataset(out)
+        assert ds["y_sim"].shape == ds["y"].shape == (200, 1)
+        assert bool((ds["y_lower"] <= ds["y_upper"]).all())
+    else:
+        assert "y_sim" in out.read_text().splitlines()[0]
+
+
+def test_benchmark_on_synthetic(tmp_path, capsys):
+    out = tmp_path / "bench.csv"
+    argv = [
+        "benchmark",
+        *SYNTH,
+        "--models",
+        "arx,msstcn",
+        *TINY,
+        "--output",
+        out,
+        "--mc-samples",
+        "3",
+        "--plots",
+        tmp_path / "plots",
+    ]
+    status, stdout, _ = run(argv, capsys)
+    assert status == 0
+    assert "ARX" in stdout and "MS-STCN" in stdout
+    assert len(out.read_text().splitlines()) == 3
+    assert (tmp_path / "plots" / "learning_curves.png").is_file()
+
+
+def _record_files(tmp_path):
+    train, _ = make_wiener_hammerstein(500, random_state=4)
+    rec = train[0]
+    u, y = rec["u"].values, rec["y"].values
+    paths = {
+        "nc": tmp_path / "rec.nc",
+        "csv": tmp_path / "rec.csv",
+        "npz": tmp_path / "rec.npz",
+    }
+    make_io_dataset(u, y, sampling_time=0.5).to_netcdf(paths["nc"], engine="scipy")
+    np.savetxt(
+        paths["csv"],
+        np.column_stack([np.arange(500) * 0.5, u, y]),
+        delimiter=",",
+        header="time,u0,y0",
+        comments="",
+    )
+    np.savez(paths["npz"], u=u, y=y, sampling_time=0.5)
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["nc", "csv", "npz"])
+def test_fit_and_evaluate_on_files(tmp_path, capsys, kind):
+    data = _record_files(tmp_path)[kind]
+    model = tmp_path / "m.safetensors"
+    assert run(["fit", data, *TINY, "--output", model], capsys)[0] == 0
+    status, out, _ = run(["evaluate", model, data, "--device", "cpu"], capsys)
+    assert status == 0 and "rec" in out
+
+
+def test_benchmark_on_a_file_splits_it(tmp_path, capsys):
+    data = _record_files(tmp_path)["csv"]
+    argv = ["benchmark", data, "--models", "arx", "--warmup", "20"]
+    status, out, err = run(argv, capsys)
+    assert status == 0 and "last 30%" in out and "first 70%" in err
+
+
+def test_config_file_and_preset(tmp_path, capsys):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "channels": [4, 4],
+                "latent_dims": [1, 1],
+                "strides": [1, 2],
+                "dilations": [[1], [1]],
+            }
+        )
+    )
+    model = tmp_path / "m.safetensors"
+    argv = [
+        "fit",
+        *SYNTH,
+        "--config",
+        cfg,
+        "--max-iter",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--device",
+        "cpu",
+        "-q",
+        "--output",
+        model,
+    ]
+    assert run(argv, capsys)[0] == 0
+    argv = [
+        "fit",
+        *SYNTH,
+        "--config",
+        "sysid_small",
+        "--channels",
+        "[4,4,4]",
+        "--latent-dims",
+        "[1,1,1]",
+        "--max-iter",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--device",
+        "cpu",
+        "-q",
+        "--output",
+        model,
+    ]
+    assert run(argv, capsys)[0] == 0
+    from sysid_msstcn import MSSTCNRegressor
+
+    est = MSSTCNRegressor.load(model, device="cpu")
+    assert est.preset == "sysid_small" and est.network_config_.strides == (1, 2, 2)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "no_such_benchmark"], "unknown benchmark"),
+        (["fit", "missing.csv"], "does not exist"),
+        (["fit", *SYNTH, "--config", "no_such_preset"], "neither a file nor a preset"),
+        (["demo", "--budget", "0"], "--budget must be positive"),
+        (["evaluate", "missing.safetensors", *SYNTH], "no saved model"),
+        (["benchmark", *SYNTH, "--models", "arx,foo"], "unknown model"),
+        (["fit", *SYNTH, "--max-iter", "-3", "--device", "cpu"], "max_iter"),
+        (["fit", "data.xyz"], "does not exist"),
+    ],
+)
+def test_user_errors_are_one_line(argv, message, capsys):
+    status, out, err = run(argv, capsys)
+    assert status == 2
+    last = err.splitlines()[-1]
+    assert last.startswith("sysid-msstcn: error: ") and message in last
+    assert "Traceback" not in err and err.count("error") == 1
+
+
+def test_unknown_config_key_and_bad_file(tmp_path, capsys):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text('{"chanels": [4]}')
+    status, _, err = run(["fit", *SYNTH, "--config", cfg], capsys)
+    assert status == 2 and "unknown estimator parameter(s) chanels" in err
+    bad = tmp_path / "data.txt"
+    bad.write_text("1,2\n")
+    status, _, err = run(["fit", bad], capsys)
+    assert status == 2 and "unknown file type" in err
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["fit"])
+    assert info.value.code == 2
+    assert "sysid-msstcn fit: error:" in capsys.readouterr().err
+
+
+def test_sample_refuses_input_models(io_model, tmp_path, capsys):
+    status, _, err = run(["sample", io_model, "--output", tmp_path], capsys)
+    assert status == 2 and "simulate" in err
+
+
+def test_handwriting_fit_evaluate_and_sample(shared_data, tmp_path, capsys):
+    model = tmp_path / "hw.safetensors"
+    argv = [
+        "fit",
+        "iam_ondb",
+        "--data-dir",
+        shared_data / "iam_ondb",
+        *TINY,
+        "--max-records",
+        "3",
+        "--max-length",
+        "200",
+        "--n-components",
+        "2",
+        "--output",
+        model,
+    ]
+    assert run(argv, capsys)[0] == 0
+    argv = [
+        "evaluate",
+        model,
+        "iam_ondb",
+        "--data-dir",
+        shared_data / "iam_ondb",
+        "--max-records",
+        "2",
+        "--max-length",
+        "200",
+        "--device",
+        "cpu",
+    ]
+    status, out, _ = run(argv, capsys)
+    assert status == 0 and "bits per dim" in out
+    argv = [
+        "sample",
+        model,
+        "--n",
+        "2",
+        "--length",
+        "50",
+        "--device",
+        "cpu",
+        "--output",
+        tmp_path / "hw",
+    ]
+    assert run(argv, capsys)[0] == 0
+    assert (tmp_path / "hw" / "handwriting.png").stat().st_size > 1000
+    assert np.load(tmp_path / "hw" / "samples.npy").shape == (2, 50, 3)
+
+
+def test_speech_fit_evaluate_and_sample(shared_data, tmp_path, capsys):
+    import soundfile as sf
+
+    model = tmp_path / "speech.safetensors"
+    data = [
+        "blizzard",
+        "--data-dir",
+        shared_data / "blizzard" / "standin",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--frame-width",
+        "25",
+        "--max-records",
+        "4",
+    ]
+    argv = ["fit", *data, *TINY, "--n-components", "2", "--output", model]
+    assert run(argv, capsys)[0] == 0
+    status, out, _ = run(["evaluate", model, *data, "--device", "cpu"], capsys)
+    assert status == 0 and "blizzard" in out
+    argv = [
+        "sample",
+        model,
+        "--n",
+        "2",
+        "--length",
+        "40",
+        "--device",
+        "cpu",
+        "--output",
+        tmp_path / "wav",
+    ]
+    assert run(argv, capsys)[0] == 0
+    audio, rate = sf.read(tmp_path / "wav" / "sample_0.wav")
+    assert rate == 16000 and audio.shape == (40 * 25,)
+    assert 0 < np.max(np.abs(audio)) <= 1
+
+
+@pytest.mark.data
+def test_benchmark_on_cascaded_tanks(benchmark_data, tmp_path, capsys):
+    argv = [
+        "benchmark",
+        "cascaded_tanks",
+        "--data-dir",
+        benchmark_data,
+        "--models",
+        "arx,msstcn",
+        *TINY,
+        "--output",
+        tmp_path / "ct.json",
+    ]
+    status, out, _ = run(argv, capsys)
+    assert status == 0 and "V" in out
+    rows = json.loads((tmp_path / "ct.json").read_text())["results"]
+    assert {r["model"] for r in rows} == {"ARX", "MS-STCN"}
+
+
+def test_python_dash_m_entry_point():
+    proc = subprocess.run(
+        [sys.executable, "-m", "sysid_msstcn", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("sysid-msstcn ")
