@@ -20,6 +20,14 @@ deepSI; it is *not* SysIdentPy's range-normalised NRMSE. ``r2`` equals
 ``nonlinear_benchmarks.error_metrics.R_squared``, which ignores ``n_init``).
 A constant ``y_true`` (zero variance) raises a ValueError in ``nrmse``,
 ``fit_index`` and ``r2``.
+
+Errors are computed with exact power-of-two scaling, so RMSE, MAE and NRMSE
+stay accurate from about 1e-300 to 1e300 (no overflow of the squares). The
+variance of ``y_true`` is numpy's: a signal whose squared deviations underflow
+(every value below about 1e-154) counts as constant. Weights given as
+``multioutput`` must be finite, non-negative and not all zero. Every bad
+argument raises a ValueError (:class:`~sysid_msstcn.exceptions.ShapeError`
+for shapes, ``DataTypeError`` for non-numbers) that names the argument.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from sysid_msstcn.data._validation import as_experiments
+from sysid_msstcn.data._validation import DataTypeError, as_experiments
 from sysid_msstcn.exceptions import ShapeError
 
 __all__ = [
@@ -69,7 +77,18 @@ def _check_scored(length: int, n_init: int, where: str) -> None:
         )
 
 
+def _check_time_axis(time_axis: Any) -> None:
+    if time_axis is None:
+        return
+    if isinstance(time_axis, bool) or not isinstance(time_axis, (int, np.integer)):
+        raise ValueError(
+            f"time_axis must be an int (or None), got {type(time_axis).__name__} "
+            f"{time_axis!r}"
+        )
+
+
 def _time_first(arr: Any, time_axis: int) -> Any:
+    _check_time_axis(time_axis)
     if time_axis in (0, None):
         return arr
     if isinstance(arr, (list, tuple)) and arr and hasattr(arr[0], "ndim"):
@@ -128,18 +147,66 @@ def _reduce(values: np.ndarray, multioutput: Any, y_1d: bool) -> float | np.ndar
             "multioutput must be 'raw_values', 'uniform_average' or an array of "
             f"weights, got {multioutput!r}"
         )
-    weights = np.asarray(multioutput, dtype=float)
+    try:
+        if multioutput is None:
+            raise TypeError("None")
+        weights = np.asarray(multioutput, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            "multioutput must be 'raw_values', 'uniform_average' or an array of "
+            f"weights, got {multioutput!r}"
+        ) from exc
     if weights.shape != values.shape:
         raise ShapeError(
             f"multioutput weights have shape {weights.shape} but there are "
             f"{values.shape[0]} output channels"
         )
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError(
+            "multioutput weights must be finite, >= 0 and not all zero, got "
+            f"{weights.tolist()}"
+        )
     return float(np.average(values, weights=weights))
 
 
+def _pow2(magnitude: np.ndarray) -> np.ndarray:
+    """Powers of two at least as large as ``magnitude`` (1 where it is 0)."""
+    _, exponent = np.frexp(np.where(magnitude > 0, magnitude, 1.0))
+    return np.ldexp(1.0, exponent)
+
+
+def _difference(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+    """``a - b`` as ``(d, f)`` with ``a - b == f * d``; halved on overflow."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = a - b
+    if np.all(np.isfinite(d)):
+        return d, 1.0
+    return a / 2 - b / 2, 2.0
+
+
+def _rms(a: np.ndarray) -> np.ndarray:
+    """Root mean square per column without overflow or underflow.
+
+    Columns are divided by a power of two near their largest magnitude
+    (exact), so values from about 1e-300 to 1e300 give accurate results.
+    """
+    scale = _pow2(np.max(np.abs(a), axis=0))
+    return scale * np.sqrt(np.mean((a / scale) ** 2, axis=0))
+
+
+def _mean_abs(a: np.ndarray) -> np.ndarray:
+    """Mean absolute value per column without overflow (see :func:`_rms`)."""
+    scale = _pow2(np.max(np.abs(a), axis=0))
+    return scale * np.mean(np.abs(a / scale), axis=0)
+
+
 def _std_true(y_true: np.ndarray) -> np.ndarray:
-    std = np.std(y_true, axis=0)
-    scale = np.maximum(np.max(np.abs(y_true), axis=0), np.finfo(float).tiny)
+    magnitude = np.max(np.abs(y_true), axis=0)
+    # scaling down by a power of two is exact: it only avoids overflow of the
+    # squares of large values (1e200); small values keep numpy's std
+    down = np.where(magnitude > 1.0, _pow2(magnitude), 1.0)
+    std = down * np.std(y_true / down, axis=0)
+    scale = np.maximum(magnitude, np.finfo(float).tiny)
     flat = std <= 1e-10 * scale
     if np.any(flat):
         raise ValueError(
@@ -182,7 +249,8 @@ def rmse(
     rmse : float or ndarray of shape (n_y,)
     """
     d, y_1d = _stack({"y_true": y_true, "y_pred": y_pred}, n_init, time_axis)
-    values = np.sqrt(np.mean((d["y_pred"] - d["y_true"]) ** 2, axis=0))
+    diff, factor = _difference(d["y_pred"], d["y_true"])
+    values = factor * _rms(diff)
     return _reduce(values, multioutput, y_1d)
 
 
@@ -201,14 +269,16 @@ def mae(
     mae : float or ndarray of shape (n_y,)
     """
     d, y_1d = _stack({"y_true": y_true, "y_pred": y_pred}, n_init, time_axis)
-    values = np.mean(np.abs(d["y_pred"] - d["y_true"]), axis=0)
+    diff, factor = _difference(d["y_pred"], d["y_true"])
+    values = factor * _mean_abs(diff)
     return _reduce(values, multioutput, y_1d)
 
 
 def _nrmse_raw(y_true: Any, y_pred: Any, n_init: int, time_axis: int) -> tuple:
     d, y_1d = _stack({"y_true": y_true, "y_pred": y_pred}, n_init, time_axis)
     std = _std_true(d["y_true"])
-    err = np.sqrt(np.mean((d["y_pred"] - d["y_true"]) ** 2, axis=0))
+    diff, factor = _difference(d["y_pred"], d["y_true"])
+    err = factor * _rms(diff)
     return err / std, y_1d
 
 
@@ -289,13 +359,21 @@ def _positive_std(std: np.ndarray) -> np.ndarray:
     return std
 
 
-def _broadcast_like(value: Any, like: Any) -> Any:
+def _broadcast_like(value: Any, like: Any, name: str = "std") -> Any:
     """Broadcast a scalar ``value`` to the shape of ``like`` (lists too)."""
     if np.ndim(value) != 0 or isinstance(value, (list, tuple)):
         return value
+    if isinstance(value, (str, bytes)) or value is None:
+        raise DataTypeError(f"{name} must be a number or an array, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise DataTypeError(
+            f"{name} must be a number or an array, got {value!r}"
+        ) from exc
     if isinstance(like, (list, tuple)) and like and hasattr(like[0], "shape"):
-        return [np.full(np.shape(a), float(value)) for a in like]
-    return np.full(np.shape(like), float(value))
+        return [np.full(np.shape(a), number) for a in like]
+    return np.full(np.shape(like), number)
 
 
 def gaussian_nll(
@@ -412,7 +490,12 @@ def crps_ensemble(
     y_list: list[np.ndarray] = ref.y  # type: ignore[assignment]
     for i, (y_i, s) in enumerate(zip(y_list, sample_list, strict=True)):
         where = f" of experiment {i}" if ref.is_list else ""
-        s = np.asarray(s, dtype=float)
+        try:
+            s = np.asarray(s, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise DataTypeError(
+                f"samples{where} must hold numbers only ({exc})"
+            ) from exc
         s = s[..., None] if s.ndim == 2 else s
         shape = np.shape(sample_list[i])
         if s.ndim != 3 or s.shape[0] < 1 or s.shape[1:] != y_i.shape:
@@ -475,6 +558,21 @@ def interval_coverage(
 # ----------------------------------------------------------------------------
 # ELBO reporting
 # ----------------------------------------------------------------------------
+def _numbers(value: Any, name: str) -> np.ndarray:
+    """``value`` as a float array; a DataTypeError naming it otherwise."""
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise DataTypeError(f"{name} must hold numbers only ({exc})") from exc
+
+
+def _is_count(value: Any) -> bool:
+    """Whether ``value`` is a positive whole number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return False
+    return bool(np.isfinite(value)) and int(value) == value and value >= 1
+
+
 def nats_to_bits(x: Any) -> Any:
     """Convert nats to bits (divide by ``ln 2``).
 
@@ -487,7 +585,12 @@ def nats_to_bits(x: Any) -> Any:
     -------
     bits : float or ndarray
     """
-    out = np.asarray(x, dtype=float) / math.log(2.0)
+    try:
+        out = np.asarray(x, dtype=float) / math.log(2.0)
+    except (TypeError, ValueError) as exc:
+        raise DataTypeError(
+            f"x must be a number or an array of numbers ({exc})"
+        ) from exc
     return float(out) if out.ndim == 0 else out
 
 
@@ -523,15 +626,21 @@ def elbo_report(
         sequence, KL1 first); ``kl_total``; and ``"KL1"``, ``"KL2"``, ... as
         floats (Table 2 of the paper).
     """
-    elbo = np.atleast_1d(np.asarray(elbo_per_sequence, dtype=float))
+    elbo = np.atleast_1d(_numbers(elbo_per_sequence, "elbo_per_sequence"))
     if elbo.ndim != 1 or elbo.size == 0 or not np.all(np.isfinite(elbo)):
         raise ValueError("elbo_per_sequence must be a non-empty 1-D finite array")
-    steps = np.broadcast_to(np.asarray(n_steps, dtype=float), elbo.shape)
-    if np.any(steps < 1):
-        raise ValueError("n_steps must be >= 1")
-    if isinstance(n_dims, bool) or int(n_dims) != n_dims or n_dims < 1:
+    steps = _numbers(n_steps, "n_steps")
+    try:
+        steps = np.broadcast_to(steps, elbo.shape)
+    except ValueError as exc:
+        raise ShapeError(
+            f"n_steps has shape {steps.shape} but there are {elbo.size} sequences"
+        ) from exc
+    if not np.all(np.isfinite(steps)) or np.any(steps < 1):
+        raise ValueError(f"n_steps must be finite and >= 1, got {steps.tolist()}")
+    if not _is_count(n_dims):
         raise ValueError(f"n_dims must be a positive int, got {n_dims!r}")
-    kl = np.asarray(kl_per_level, dtype=float)
+    kl = _numbers(kl_per_level, "kl_per_level")
     if kl.ndim == 2:
         if kl.shape[0] != elbo.size:
             raise ShapeError(

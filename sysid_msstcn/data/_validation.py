@@ -27,7 +27,10 @@ Accepted forms of ``X`` (inputs ``u``) and ``y`` (outputs):
 
 Integer, boolean, float16 and float32 data are converted to ``dtype``
 (float64 by default). Object arrays are accepted only when every element is a
-number. Complex numbers, strings, dates, NaN and infinity are rejected.
+number. Complex numbers, strings, dates, NaN and infinity are rejected, and so
+are masked arrays with masked entries (missing data) and values that overflow
+``dtype`` (a float64 beyond the float32 range with ``dtype=np.float32``, a
+Python int beyond the float64 range).
 """
 
 from __future__ import annotations
@@ -179,6 +182,14 @@ def _raw_array(obj: Any, name: str) -> tuple[Any, Any]:
         if obj.ndim == 2 and obj.dims[1] in obj.coords:
             names = _names(obj.coords[obj.dims[1]].values)
         return obj.values, names
+    if isinstance(obj, np.ma.MaskedArray):
+        n_masked = int(np.ma.count_masked(obj))
+        if n_masked:
+            raise ValueError(
+                f"{name} is a masked array with {n_masked} masked value(s): missing "
+                "data are not supported; fill or drop them first"
+            )
+        return np.ma.getdata(obj), None
     if type(obj).__module__.startswith("scipy.sparse"):
         raise DataTypeError(
             f"{name} is a sparse {type(obj).__name__}: sparse input is not "
@@ -213,11 +224,28 @@ def _to_float(arr: Any, name: str, dtype: Any) -> np.ndarray:
                 )
         try:
             return arr.astype(dtype)
+        except OverflowError as exc:
+            raise ValueError(
+                f"{name} holds a number too large for {np.dtype(dtype).name} "
+                f"(overflow: {exc})"
+            ) from exc
         except (TypeError, ValueError) as exc:
             raise DataTypeError(
                 f"{name} has dtype object with non-numeric elements: {exc}"
             ) from exc
-    return np.asarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):
+        out = np.asarray(arr, dtype=dtype)
+    narrowed = out.dtype.kind == "f" and out.dtype.itemsize < arr.dtype.itemsize
+    if kind == "f" and narrowed:
+        overflow = np.isinf(out) & np.isfinite(arr)
+        if overflow.any():
+            idx = np.unravel_index(int(np.argmax(overflow)), arr.shape)
+            raise ValueError(
+                f"{name} holds values too large for {out.dtype.name} (overflow to "
+                f"inf); the first is {float(arr[idx])!r} at index "
+                f"{tuple(int(k) for k in idx)}"
+            )
+    return out
 
 
 def _check_finite(arr: np.ndarray, name: str) -> None:

@@ -34,6 +34,7 @@ sampling time 2**14 / 1e7 s instead of the package's rounded 1 / 610.35 s.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ import numpy as np
 import xarray as xr
 
 from sysid_msstcn._paths import default_data_dir
+from sysid_msstcn.data._validation import as_experiments
 from sysid_msstcn.exceptions import DataFormatError, ShapeError
 
 __all__ = [
@@ -155,12 +157,27 @@ _SPECS: dict[str, _Spec] = {
 # The dataset contract
 # --------------------------------------------------------------------------
 def _as_2d(x: Any, what: str) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
-        raise ShapeError(f"{what} must be 1-D or 2-D (time, channel), got {arr.shape}")
-    return arr
+    """A finite float64 (time, channel) array; named errors otherwise."""
+    if isinstance(x, (list, tuple)) and len(x) == 0:
+        raise ShapeError(f"{what} is empty: 0 time steps")
+    data = as_experiments(None, x, y_name=what)
+    if data.is_list:
+        raise ShapeError(
+            f"{what} must be one array of shape (time,) or (time, channel), "
+            "not a list of arrays"
+        )
+    return data.y[0]  # type: ignore[return-value]
+
+
+def _labels(labels: Sequence[str] | None, n: int, what: str) -> list:
+    if labels is None:
+        return list(range(n))
+    if isinstance(labels, str):
+        labels = [labels]
+    out = list(labels)
+    if len(out) != n:
+        raise ShapeError(f"{what} has {len(out)} label(s) but {n} channel(s)")
+    return out
 
 
 def make_io_dataset(
@@ -211,22 +228,34 @@ def make_io_dataset(
     Raises
     ------
     ShapeError
-        If ``u`` and ``y`` differ in length or are not 1-D/2-D.
+        If ``u`` and ``y`` differ in length, are empty or not 1-D/2-D, or a
+        label list does not match the number of channels.
     ValueError
-        If ``sampling_time`` is not positive or ``n_init`` is negative.
+        If ``u`` or ``y`` holds NaN, infinity or non-numbers (the message names
+        the first bad sample), ``sampling_time`` is not a positive number or
+        ``n_init`` is not an int >= 0.
     """
     u2, y2 = _as_2d(u, "u"), _as_2d(y, "y")
     if u2.shape[0] != y2.shape[0]:
         raise ShapeError(
             f"u and y must have the same length, got {u2.shape[0]} and {y2.shape[0]}"
         )
-    ts = float(sampling_time)
-    if not np.isfinite(ts) or ts <= 0:
-        raise ValueError(f"sampling_time must be positive, got {sampling_time!r}")
-    if int(n_init) < 0:
-        raise ValueError(f"n_init must be >= 0, got {n_init}")
-    u_labels = list(u_labels) if u_labels is not None else list(range(u2.shape[1]))
-    y_labels = list(y_labels) if y_labels is not None else list(range(y2.shape[1]))
+    try:
+        ts = float(sampling_time)
+    except (TypeError, ValueError):
+        ts = math.nan
+    if isinstance(sampling_time, bool) or not np.isfinite(ts) or ts <= 0:
+        raise ValueError(
+            f"sampling_time must be a positive number, got {sampling_time!r}"
+        )
+    try:
+        whole = float(n_init).is_integer() and not isinstance(n_init, (bool, str))
+    except (TypeError, ValueError):
+        whole = False
+    if not whole or n_init < 0:
+        raise ValueError(f"n_init must be an int >= 0, got {n_init!r}")
+    u_labels = _labels(u_labels, u2.shape[1], "u")
+    y_labels = _labels(y_labels, y2.shape[1], "y")
     attrs: dict[str, Any] = {
         "benchmark": str(benchmark),
         "split": str(split),
