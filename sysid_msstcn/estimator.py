@@ -72,7 +72,14 @@ _PARAM_CHECKS = {
         lambda v: v is None or (_is_int(v) and v >= 1),
         "None or an int >= 1",
     ),
-    "input_noise": (lambda v: _is_real(v) and v >= 0, "a float >= 0"),
+    "input_noise": (
+        lambda v: (isinstance(v, str) and v == "auto") or (_is_real(v) and v >= 0),
+        "'auto' or a float >= 0",
+    ),
+    "early_stopping_metric": (
+        lambda v: v in ("auto", "elbo", "simulation"),
+        "'auto', 'elbo' or 'simulation'",
+    ),
     "early_stopping": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
     "normalize": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
     "warm_start": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
@@ -115,7 +122,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         at most 2048 and at most the longest training segment.
     batch_size : int or None, default=None
         Windows per step (default 32).
-    max_iter : int, default=100
+    max_iter : int, default=40
         Epochs. One epoch draws windows covering about the training data.
     learning_rate : float or None, default=None
         Adam step size (default 1e-3).
@@ -128,8 +135,13 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     grad_clip : float or None, default=10.0
         Global gradient-norm clipping (None disables it).
     early_stopping : bool, default=True
-        Stop when the validation ELBO has not improved for
+        Stop when the validation score has not improved for
         ``n_iter_no_change`` epochs and restore the best weights.
+    early_stopping_metric : {"auto", "elbo", "simulation"}, default="auto"
+        Validation score: the ELBO per step, or minus the RMSE of a free-run
+        simulation of each validation tail (warmed up on the measured
+        samples before it). "auto" uses the simulation error for models with
+        inputs (system identification) and the ELBO otherwise.
     validation_fraction : float, default=0.1
         Tail of each experiment held out for validation (never shuffled).
     n_iter_no_change : int, default=20
@@ -142,10 +154,13 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     steps_per_epoch : int or None, default=None
         Optimiser steps per epoch; None: enough windows to cover the
         training data once, and at least 50 steps.
-    input_noise : float, default=0.0
+    input_noise : float or "auto", default="auto"
         Standard deviation (normalised units) of Gaussian noise added to the
         outputs fed back into the network during training, which makes free
-        simulation more robust to the model's own errors.
+        simulation robust to the model's own errors (the likelihood still
+        scores the clean outputs). "auto": 0.3 for models with inputs
+        (system identification, where free-run simulation is the goal) and 0
+        for output-only data (density modelling, as in the paper).
     mixed_precision : bool, default=False
         bf16 autocast on CUDA.
     device : str, default="auto"
@@ -241,7 +256,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         use_latents: bool = True,
         window: int | None = None,
         batch_size: int | None = None,
-        max_iter: int = 100,
+        max_iter: int = 40,
         learning_rate: float | None = None,
         lr_decay: float = 0.98,
         lr_decay_steps: int = 6000,
@@ -250,13 +265,14 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         free_bits_half_life: int = 300_000,
         grad_clip: float | None = 10.0,
         early_stopping: bool = True,
+        early_stopping_metric: str = "auto",
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 20,
         tol: float = 0.0,
         n_init: int | None = None,
         normalize: bool = True,
         steps_per_epoch: int | None = None,
-        input_noise: float = 0.0,
+        input_noise: float | str = "auto",
         mixed_precision: bool = False,
         device: str = "auto",
         random_state=None,
@@ -285,6 +301,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.free_bits_half_life = free_bits_half_life
         self.grad_clip = grad_clip
         self.early_stopping = early_stopping
+        self.early_stopping_metric = early_stopping_metric
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
@@ -357,7 +374,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             free_bits_half_life=self.free_bits_half_life,
             grad_clip=self.grad_clip,
             mixed_precision=self.mixed_precision,
-            input_noise=float(self.input_noise),
+            input_noise=self._input_noise(n_in),
         )
         bs = r["batch_size"]
         if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
@@ -596,10 +613,49 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         wu = None if us[0] is None else [us[i][a:b] for i, a, b in windows]
         return make_batch(wy, wu)
 
+    def _input_noise(self, n_in: int) -> float:
+        if isinstance(self.input_noise, str):
+            return 0.3 if n_in else 0.0
+        return float(self.input_noise)
+
+    def _stopping_metric(self) -> str:
+        if self.early_stopping_metric == "auto":
+            return "simulation" if self.n_features_in_ else "elbo"
+        return self.early_stopping_metric
+
+    def _split(self, lengths: list[int]):
+        frac = self.validation_fraction if self.early_stopping else 0.0
+        if self._stopping_metric() == "elbo":
+            return split_tails(lengths, frac, self.receptive_field_ + 1)
+        # simulation: the tail is warmed up on the measured samples before it
+        train_seg, valid_seg = split_tails(lengths, frac, 2)
+        short = {i for i, a, b in train_seg if b - a <= self.receptive_field_}
+        if short:
+            return [(i, 0, n) for i, n in enumerate(lengths)], []
+        return train_seg, valid_seg
+
+    @torch.no_grad()
+    def _validation_rmse(self, us, ys, valid_seg) -> float:
+        """RMSE (normalised units) of free-run simulations of the tails."""
+        D = self.network_config_.total_stride
+        ctx = -(-(self.receptive_field_ + D) // D) * D
+        se, count = 0.0, 0
+        for i, a, b in valid_seg:
+            s0 = max(0, a - ctx)
+            u = None if us[i] is None else us[i][s0:b]
+            y0 = ys[i][s0:a]
+            sim, _ = self._run(
+                u, y0 if len(y0) else None, b - s0, 1, "prior_mean", "mean", None
+            )
+            err = sim[0][a - s0 :] - ys[i][a:b]
+            se += float((err**2).sum())
+            count += err.size
+        return math.sqrt(se / max(count, 1))
+
     def _train(self, us, ys) -> None:
         lengths = [v.shape[0] for v in ys]
-        frac = self.validation_fraction if self.early_stopping else 0.0
-        train_seg, valid_seg = split_tails(lengths, frac, self.receptive_field_ + 1)
+        train_seg, valid_seg = self._split(lengths)
+        metric = self._stopping_metric()
         self.window_ = self._window_length(train_seg)
         bs = int(self._resolved()["batch_size"])
         total = sum(stop - start for _, start, stop in train_seg)
@@ -660,6 +716,10 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                         val_kl_per_level=val["kl_per_level"],
                     )
                     score = val["elbo_per_step"]
+                    if metric == "simulation":
+                        sim_rmse = self._validation_rmse(us, ys, valid_seg)
+                        row["val_sim_rmse"] = sim_rmse
+                        score = -sim_rmse if math.isfinite(sim_rmse) else -math.inf
                 else:
                     score = row["elbo_per_step"]
                 self.history_.append(row)

@@ -200,7 +200,12 @@ def test_early_stopping_restores_the_best_weights(monkeypatch, siso):
         }
 
     monkeypatch.setattr(Trainer, "evaluate", fake_evaluate)
-    est = tiny(max_iter=20, validation_fraction=0.3, n_iter_no_change=3)
+    est = tiny(
+        max_iter=20,
+        validation_fraction=0.3,
+        n_iter_no_change=3,
+        early_stopping_metric="elbo",
+    )
     est.fit(u, y)
     assert est.n_iter_ == 5
     assert est.best_epoch_ == 2
@@ -210,6 +215,19 @@ def test_early_stopping_restores_the_best_weights(monkeypatch, siso):
     assert any(not torch.equal(final[k], weights[5][k]) for k in final), (
         "weights of the last epoch were kept"
     )
+
+
+def test_simulation_early_stopping_scores_free_run_tails(siso):
+    """With inputs, "auto" selects the epoch by validation simulation error."""
+    u, y = siso
+    est = tiny(max_iter=3, validation_fraction=0.2, n_iter_no_change=5)
+    est.fit(u, y)
+    sims = [row["val_sim_rmse"] for row in est.history_]
+    assert all(np.isfinite(sims))
+    assert est.best_epoch_ == int(np.argmin(sims)) + 1
+    assert est._input_noise(1) == 0.3 and est._input_noise(0) == 0.0
+    elbo = tiny(max_iter=1, early_stopping_metric="elbo").fit(u, y)
+    assert "val_sim_rmse" not in elbo.history_[-1]
 
 
 @pytest.mark.filterwarnings("ignore::sysid_msstcn.exceptions.ConvergenceWarning")
