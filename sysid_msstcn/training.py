@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -374,8 +375,47 @@ def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
             os.remove(tmp)
 
 
+_CODE_OPCODES = frozenset(
+    {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
+)
+
+
+def _pickle_imports(path: str | os.PathLike) -> str | None:
+    """What a plain pickle file would import or call (None if it would not).
+
+    The opcodes are only listed with :func:`pickletools.genops`, which never
+    executes them. Returns a short description (``"posix.system"``, or the
+    opcode name when the target is not spelled out) of the first opcode that
+    imports a global or calls an object, provided the file holds a complete
+    pickle (up to its STOP opcode); None when it is not a complete pickle
+    (torn or random bytes) or holds only plain data.
+    """
+    import pickletools
+
+    strings: list[str] = []
+    found = None
+    try:
+        with open(path, "rb") as fh:
+            for opcode, arg, _ in pickletools.genops(fh):
+                if isinstance(arg, str):
+                    strings = [*strings[-1:], arg]
+                if found is None and opcode.name in _CODE_OPCODES:
+                    found = opcode.name
+                    if opcode.name in ("GLOBAL", "INST") and arg:
+                        found = str(arg).replace(" ", ".")
+                    elif opcode.name == "STACK_GLOBAL" and len(strings) == 2:
+                        found = ".".join(strings)
+    except Exception:  # noqa: BLE001 - not a complete pickle
+        return None
+    return found
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load a checkpoint without executing pickled code.
+
+    The file is read with ``torch.load(weights_only=True)``: only tensors,
+    numbers, strings and containers of them are accepted. Nothing in the file
+    is ever executed.
 
     Parameters
     ----------
@@ -388,21 +428,48 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 
     Raises
     ------
+    FileNotFoundError
+        When the file does not exist.
     sysid_msstcn.exceptions.UnsafeFileError
-        When the file holds anything but tensors and plain containers.
+        When the file holds anything but tensors and plain containers (a
+        pickled object whose loading would import a module or call a
+        function); the message names the file and, when known, the global.
+    sysid_msstcn.exceptions.DataFormatError
+        When the file is empty, truncated or not a checkpoint at all; the
+        message names the file.
     """
+    import pickle
+    import re
+
     from .exceptions import DataFormatError, UnsafeFileError
 
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds
         msg = str(exc)
-        if "weights_only" in msg or "Unsupported global" in msg:
+        found = re.search(r"GLOBAL ([\w.]+)", msg)
+        if found or "Unsupported global" in msg:
+            what = found.group(1) if found else "a global"
             raise UnsafeFileError(
-                f"{path}: refusing to load a checkpoint that needs pickled code"
+                f"{path}: refusing to load a checkpoint that needs pickled code "
+                f"(it would import {what}); only tensors and plain data are allowed"
             ) from exc
+        target = _pickle_imports(path)
+        if target is not None:
+            raise UnsafeFileError(
+                f"{path}: refusing to load a pickle that would execute code "
+                f"({target}); only tensors and plain data are allowed"
+            ) from exc
+        if isinstance(exc, pickle.UnpicklingError) or "weights_only" in msg:
+            detail = "not a tensor checkpoint readable without unpickling code"
+        else:
+            detail = exc.__class__.__name__
+            if msg.strip():
+                detail += ": " + msg.strip().splitlines()[0][:200]
         raise DataFormatError(
-            f"{path}: not a readable checkpoint ({exc.__class__.__name__})"
+            f"{path}: not a readable checkpoint (empty, truncated or corrupt; {detail})"
         ) from exc

@@ -523,7 +523,17 @@ ESTIMATOR_CASES = {
     "param_input_noise_nan": (
         _fit_with(input_noise=float("nan")),
         ValueError,
-        r"input_noise must be a float >= 0",
+        r"input_noise must be .*a float >= 0, got nan",
+    ),
+    "param_input_noise_text": (
+        _fit_with(input_noise="high"),
+        ValueError,
+        r"input_noise must be .*got 'high'",
+    ),
+    "param_early_stopping_metric": (
+        _fit_with(early_stopping_metric="rmse"),
+        ValueError,
+        r"early_stopping_metric must be .*got 'rmse'",
     ),
     "param_steps_per_epoch": (
         _fit_with(steps_per_epoch=0),

@@ -63,13 +63,26 @@ def decode_audio(path: str | os.PathLike[str], sample_rate: int = 16000) -> np.n
     ------
     FileNotFoundError
         If the file does not exist.
+    ValueError
+        If ``sample_rate`` is not a positive whole number.
     DataFormatError
-        If the file is empty, truncated, corrupt or in an unknown format; the
-        message names the file.
+        If the file is empty, truncated, corrupt (including NaN or infinite
+        floating-point samples) or in an unknown format; the message names the
+        file.
     """
     import soundfile as sf
     from scipy.signal import resample_poly
 
+    if (
+        isinstance(sample_rate, bool)
+        or not isinstance(sample_rate, (int, float, np.integer, np.floating))
+        or not float(sample_rate).is_integer()
+        or sample_rate < 1
+    ):
+        raise ValueError(
+            f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}"
+        )
+    sample_rate = int(sample_rate)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"audio file not found: {path}")
@@ -85,6 +98,15 @@ def decode_audio(path: str | os.PathLike[str], sample_rate: int = 16000) -> np.n
     n = data.shape[0]
     if n == 0:
         raise DataFormatError(f"empty audio file (no samples): {path}")
+    if rate < 1:
+        raise DataFormatError(f"audio file {path} declares a sample rate of {rate} Hz")
+    finite = np.isfinite(data)
+    if not finite.all():
+        first = int(np.argmin(finite.all(axis=1)))
+        raise DataFormatError(
+            f"corrupt audio file {path}: NaN or infinite samples (first at frame "
+            f"{first})"
+        )
     # compressed formats estimate their length from the header: a file cut
     # short decodes to far fewer frames than announced (the margin allows for
     # inexact estimates of VBR MP3 files without a Xing/LAME header)

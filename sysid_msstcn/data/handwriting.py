@@ -55,9 +55,14 @@ def _number(value: str | None, what: str, path: Path) -> float:
     if value is None:
         raise DataFormatError(f"{path}: a Point has no {what!r} attribute")
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise DataFormatError(f"{path}: bad {what} value {value!r}") from None
+    if not np.isfinite(number):
+        raise DataFormatError(
+            f"{path}: non-finite {what} value {value!r} (NaN or infinity)"
+        )
+    return number
 
 
 def read_line_strokes(xml_path: _PathLike) -> list[np.ndarray]:
@@ -82,7 +87,8 @@ def read_line_strokes(xml_path: _PathLike) -> list[np.ndarray]:
     UnsafeFileError
         If the XML has a DTD, entity declarations or external references.
     DataFormatError
-        If the file is truncated, malformed, or has no ``StrokeSet``.
+        If the file is truncated, malformed, has no ``StrokeSet``, or a point
+        lacks a coordinate or has one that is not a finite number.
     """
     from xml.etree.ElementTree import ParseError
 
@@ -230,11 +236,22 @@ def read_form_list(path: _PathLike) -> list[str]:
     Returns
     -------
     forms : list of str
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    DataFormatError
+        If the file is not UTF-8 text.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"form list not found: {path}")
-    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"form list {path} is not UTF-8 text") from exc
+    lines = (line.strip() for line in text.splitlines())
     return [line for line in lines if line and not line.startswith("#")]
 
 

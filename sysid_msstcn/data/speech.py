@@ -135,6 +135,10 @@ class ClipStore:
             self.clip_length = int(self.meta["clip_length"])
             self.sample_rate = int(self.meta["sample_rate"])
             self.n_clips = int(self.meta["n_clips"])
+            if not isinstance(self.files, list) or not all(
+                isinstance(f, dict) for f in self.files
+            ):
+                raise TypeError("'files' must be a list of objects")
         except (ValueError, KeyError, TypeError) as exc:
             raise DataFormatError(f"corrupt cache index {meta_path}: {exc}") from exc
         self._clips: np.ndarray | None = None
@@ -148,6 +152,10 @@ class ClipStore:
                 arr = np.load(path, mmap_mode="r")
             except (OSError, ValueError) as exc:
                 raise DataFormatError(f"corrupt clip cache {path}: {exc}") from exc
+            if arr.dtype != np.int16:
+                raise DataFormatError(
+                    f"clip cache {path} holds {arr.dtype} samples, not int16"
+                )
             if arr.shape != (self.n_clips, self.clip_length):
                 raise DataFormatError(
                     f"clip cache {path} has shape {arr.shape}, index says "
