@@ -15,6 +15,7 @@ marked ``xfail(strict=True)`` with the reason.
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 
 import numpy as np
@@ -1056,3 +1057,52 @@ def test_xfail_partial_fit_validates_parameters():
     est.set_params(likelihood="poisson")
     with pytest.raises(ValueError, match=r"likelihood"):
         est.partial_fit(U, Y)
+
+
+# ------------------------------------------------------------- command line
+CLI_TINY = [
+    "--channels",
+    "[4,4]",
+    "--latent-dims",
+    "[1,1]",
+    "--strides",
+    "[1,2]",
+    "--dilations",
+    "[[1,2],[1]]",
+    "--max-iter",
+    "1",
+    "--steps-per-epoch",
+    "1",
+    "--device",
+    "cpu",
+    "-q",
+]
+
+
+@pytest.mark.parametrize(
+    ("rows", "flags", "pattern"),
+    [
+        ({"u": U[:, 0], "y": _with(Y, 4, np.nan)}, [], r"y contains NaN.*index 4"),
+        ({"u": U[:5, 0], "y": Y[:5]}, [], r"shorter than the receptive field"),
+        ({"u": U[:, 0], "y": Y}, ["--likelihood", "poisson"], r"unknown likelihood"),
+        ({"u": U[:, 0], "y": Y}, ["--max-iter", "-1"], r"max_iter must be"),
+        ({"u": U[:, 0], "y": Y}, ["--channels", "[0,4]"], r"channels must hold"),
+        ({"x": U[:, 0], "y": Y}, [], r"needs input columns named u\*"),
+    ],
+    ids=["nan", "too_short", "likelihood", "max_iter", "channels", "no_inputs"],
+)
+def test_cli_bad_input_is_one_line_and_writes_nothing(
+    tmp_path, capsys, rows, flags, pattern
+):
+    from sysid_msstcn import cli
+
+    data = tmp_path / "rec.csv"
+    pd.DataFrame(rows).to_csv(data, index=False)
+    model = tmp_path / "model.safetensors"
+    argv = ["fit", data, *CLI_TINY, *flags, "--output", model]
+    status = cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith("sysid-msstcn: error: ")
+    assert re.search(pattern, err[0]), err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.csv"]

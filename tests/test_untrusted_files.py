@@ -594,9 +594,10 @@ def test_cli_refuses_pickled_arrays_in_npz(tmp_path, marker, capsys):
     reason="cli._read_file does not name the file when a data file is corrupt: "
     "a damaged .npz escapes as BadZipFile with a traceback, a damaged .nc gives "
     "xarray's backend message, a CSV with a text column says \"could not convert "
-    'string to float" and a binary CSV gives a bare UnicodeDecodeError',
+    'string to float", a binary CSV gives a bare UnicodeDecodeError and a CSV '
+    "with a NaN says 'y contains NaN' without naming the file",
 )
-@pytest.mark.parametrize("kind", ["npz", "nc", "csv_text", "csv_binary"])
+@pytest.mark.parametrize("kind", ["npz", "nc", "csv_text", "csv_binary", "csv_nan"])
 def test_xfail_cli_corrupt_data_file_names_the_file(tmp_path, capsys, kind):
     path = tmp_path / {"npz": "d.npz", "nc": "d.nc"}.get(kind, "d.csv")
     if kind == "npz":
@@ -605,6 +606,8 @@ def test_xfail_cli_corrupt_data_file_names_the_file(tmp_path, capsys, kind):
         path.write_bytes(np.random.default_rng(0).bytes(300))
     elif kind == "csv_text":
         path.write_text("u,y\na,1\nb,2\n")
+    elif kind == "csv_nan":
+        path.write_text("u,y\n1,nan\n2,3\n")
     else:
         path.write_bytes(np.random.default_rng(0).bytes(300))
     status, err = _cli(["fit", path, "--device", "cpu", "-q"], capsys)

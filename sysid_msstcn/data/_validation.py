@@ -387,7 +387,8 @@ def as_experiments(
     DataTypeError
         Strings, objects that are not numbers, complex numbers, dates.
     ValueError
-        NaN or infinity, missing data, inconsistent arguments.
+        NaN or infinity, missing data (also masked entries of a masked
+        array), values that overflow ``dtype``, inconsistent arguments.
     """
     if X is None and y is None:
         raise ValueError(f"{x_name} and {y_name} are both None; no data were given")
