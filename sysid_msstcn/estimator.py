@@ -73,9 +73,28 @@ _PARAM_CHECKS = {
         "None or an int >= 1",
     ),
     "input_noise": (
-        lambda v: (isinstance(v, str) and v == "auto") or (_is_real(v) and v >= 0),
-        "'auto' or a float >= 0",
+        lambda v: (
+            (isinstance(v, str) and v == "auto") or (_is_real(v) and 0 <= v < math.inf)
+        ),
+        "'auto' or a finite float >= 0",
     ),
+    "learning_rate": (
+        lambda v: v is None or (_is_real(v) and 0 < v <= 1e6),
+        "None or a float in (0, 1e6]",
+    ),
+    "free_bits": (
+        lambda v: v is None or (_is_real(v) and 0 <= v < math.inf),
+        "None or a finite float >= 0",
+    ),
+    "lr_decay": (lambda v: _is_real(v) and 0 < v <= 1, "a float in (0, 1]"),
+    "lr_decay_steps": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "free_bits_half_life": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "grad_clip": (
+        lambda v: v is None or (_is_real(v) and 0 < v < math.inf),
+        "None or a finite float > 0",
+    ),
+    "use_latents": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
+    "mixed_precision": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
     "early_stopping_metric": (
         lambda v: v in ("auto", "elbo", "simulation"),
         "'auto', 'elbo' or 'simulation'",
@@ -384,6 +403,9 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     # -------------------------------------------------------------- data
     def _experiments(self, X, y, *, fitting: bool, y_prefix: bool = False):
         """Validate (X, y) into experiments; X must be 2-D per experiment."""
+        for name, obj in (("X", X), ("y", y)):
+            if isinstance(obj, (list, tuple)) and len(obj) == 0:
+                raise ValueError(f"{name} is an empty list of experiments")
         items = _x_items(X)
         if any(_ndim(a) == 1 for a in items):
             raise ValueError(
@@ -509,6 +531,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             seed = check_random_state_seed(self.random_state)
             rf = net.receptive_field
         else:
+            self._build_configs(n_in, n_out)  # validate the current parameters
             self._check_feature_names(X)
             check_consistent_channels(
                 data,
@@ -726,8 +749,31 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 finite = math.isfinite(score) and all(
                     bool(torch.isfinite(p).all()) for p in self.model_.parameters()
                 )
+                if finite:  # the state the epoch ends in must evaluate finitely
+                    probe = trainer.evaluate([self._batch(us, ys, wins)])
+                    finite = math.isfinite(probe["elbo"])
                 if finite:
                     good = trainer.snapshot()
+                else:
+                    rollbacks += 1
+                    trainer.restore(good)
+                    trainer.lr_scale *= 0.5
+                    self.history_events_.append(
+                        {
+                            "epoch": self.n_iter_,
+                            "event": "rollback",
+                            "reason": "non-finite state at the end of the epoch",
+                            "lr_scale": trainer.lr_scale,
+                            "skipped_steps": trainer.n_skipped,
+                        }
+                    )
+                    warnings.warn(
+                        "the epoch ended in a non-finite state (weights or loss): "
+                        "weights rolled back to the last good epoch and the "
+                        f"learning rate halved (factor {trainer.lr_scale:g})",
+                        DivergenceWarning,
+                        stacklevel=3,
+                    )
                 if finite and score > best[0] + self.tol:
                     best = (score, trainer.snapshot(), self.n_iter_)
                     no_improve = 0
@@ -785,6 +831,8 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         """Validated (inputs, lengths, warm-ups, is_list) for prediction."""
         check_is_fitted(self)
         name = type(self).__name__
+        if isinstance(X, (list, tuple)) and len(X) == 0:
+            raise ValueError("X is an empty list of experiments")
         if X is None:
             raise ValueError(
                 "X is None: pass the inputs (or, for a model without inputs, an "
@@ -808,6 +856,11 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             if isinstance(y_init, (list, tuple)) != is_list:
                 raise ValueError("y_init must be a list exactly when X is a list")
             items = list(y_init) if is_list else [y_init]
+            if len(items) != len(lengths):
+                raise ValueError(
+                    f"y_init has {len(items)} experiment(s) but X has "
+                    f"{len(lengths)}; give one warm-up per experiment"
+                )
             inits = []
             for i, (item, n) in enumerate(zip(items, lengths, strict=True)):
                 yi = as_experiments(None, item, y_name="y_init").y[0]
@@ -825,6 +878,11 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return us, lengths, inits, is_list
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        if not np.all(np.abs(a) < 3e38):
+            raise ValueError(
+                "the (normalised) data are too large for float32 computation: "
+                "values overflow; check the units and scaling of X and y"
+            )
         return torch.as_tensor(a.T[None], dtype=torch.float32, device=self.device_)
 
     def _run(self, u, y0, n_steps, n_samples, latent, output, generator):
@@ -917,7 +975,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             list of such arrays when ``X`` is a list. The warm-up rows hold
             ``y_init`` in every sample.
         """
-        if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        if not _is_int(n_samples) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
         us, lengths, inits, is_list = self._predict_data(X, y_init)
         gen = self._generator(random_state)
@@ -960,8 +1018,8 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         -------
         lower, upper : ndarray of the shape of :meth:`predict`'s output
         """
-        if not 0 < coverage < 1:
-            raise ValueError(f"coverage must be in (0, 1), got {coverage}")
+        if not _is_real(coverage) or not 0 < coverage < 1:
+            raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
         a = (1 - coverage) / 2
         q = self.predict_quantiles(
             X, y_init, alpha=(a, 1 - a), n_samples=n_samples, random_state=random_state
@@ -993,8 +1051,13 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             The output axis is dropped when ``y`` was 1-D in ``fit``; a list
             when ``X`` is a list.
         """
-        alpha = np.atleast_1d(np.asarray(alpha, dtype=float))
-        if np.any((alpha <= 0) | (alpha >= 1)):
+        try:
+            alpha = np.atleast_1d(np.asarray(alpha, dtype=float))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"alpha must be numbers in (0, 1), got {alpha!r}") from exc
+        if alpha.size == 0 or alpha.ndim != 1:
+            raise ValueError(f"alpha must be a non-empty 1-D sequence, got {alpha!r}")
+        if not np.all((alpha > 0) & (alpha < 1)):
             raise ValueError(f"alpha values must be in (0, 1), got {alpha.tolist()}")
         sims = self.simulate(X, y_init, n_samples=n_samples, random_state=random_state)
         is_list = isinstance(sims, list)
@@ -1193,7 +1256,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         for name, v in (("n_sequences", n_sequences), ("length", length)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
+            if not _is_int(v) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         u = None
         if self.n_features_in_:
@@ -1304,11 +1367,22 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 f"{path}: not a sysid_msstcn model file ({exc.__class__.__name__}: "
                 f"{exc})"
             ) from exc
-        est = cls(**_tuples(payload["params"]))
         if device is not None:
             resolve_device(device)  # an explicit request must be satisfiable
-            est.device = device
-        est._restore(payload, state)
+        try:
+            if not isinstance(payload, dict) or payload.get("format") != (
+                "sysid_msstcn/1"
+            ):
+                raise ValueError("unknown or missing format tag")
+            est = cls(**_tuples(payload["params"]))
+            if device is not None:
+                est.device = device
+            est._restore(payload, state)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataFormatError(
+                f"{path}: malformed sysid_msstcn model ({exc.__class__.__name__}: "
+                f"{exc})"
+            ) from exc
         return est
 
     def _restore(self, payload: dict, state: dict) -> None:
@@ -1325,6 +1399,8 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             raise DataFormatError(
                 f"weights do not match the configuration: {exc}"
             ) from exc
+        if not all(bool(torch.isfinite(t).all()) for t in state.values()):
+            raise DataFormatError("weights contain NaN or infinity")
         self.model_ = model.to(self.device_)
         for key in (
             "n_features_in_",
@@ -1348,6 +1424,10 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         if fitted["x_scaler_"] is not None:
             self.x_scaler_ = ChannelScaler.from_dict(fitted["x_scaler_"], "input")
         self.y_scaler_ = ChannelScaler.from_dict(fitted["y_scaler_"], "output")
+        for scaler in (self.x_scaler_, self.y_scaler_):
+            scale = getattr(scaler, "scale_", None)
+            if scale is not None and not np.all(np.isfinite(scale) & (scale > 0)):
+                raise ValueError("scaling statistics must be finite and positive")
         self.loss_curve_ = [r.get("loss") for r in self.history_]
         self._seed = check_random_state_seed(self.random_state)
         self._rng = np.random.default_rng(self._seed)

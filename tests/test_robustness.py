@@ -489,12 +489,12 @@ ESTIMATOR_CASES = {
     "param_learning_rate_nan": (
         _fit_with(learning_rate=float("nan")),
         ValueError,
-        r"learning_rate must be > 0, got nan",
+        r"learning_rate must be None or a float in \(0, 1e6\], got nan",
     ),
     "param_learning_rate_negative": (
         _fit_with(learning_rate=-1e-3),
         ValueError,
-        r"learning_rate must be > 0",
+        r"learning_rate must be None or a float in \(0, 1e6\]",
     ),
     "param_batch_size": (
         _fit_with(batch_size=0),
@@ -524,7 +524,7 @@ ESTIMATOR_CASES = {
     "param_input_noise_nan": (
         _fit_with(input_noise=float("nan")),
         ValueError,
-        r"input_noise must be .*a float >= 0, got nan",
+        r"input_noise must be .*a finite float >= 0, got nan",
     ),
     "param_input_noise_text": (
         _fit_with(input_noise="high"),
@@ -559,12 +559,12 @@ ESTIMATOR_CASES = {
     "param_grad_clip": (
         _fit_with(grad_clip=-1.0),
         ValueError,
-        r"grad_clip must be > 0 or None",
+        r"grad_clip must be None or a finite float > 0",
     ),
     "param_lr_decay": (
         _fit_with(lr_decay=0.0),
         ValueError,
-        r"lr_decay must be in \(0, 1\]",
+        r"lr_decay must be a float in \(0, 1\]",
     ),
     "param_random_state": (
         _fit_with(random_state="abc"),
@@ -944,115 +944,60 @@ def _fresh(**params):
     return _fit_tiny(**{"max_iter": 0, **params})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="estimator._predict_data zips X and y_init without comparing their "
-    "experiment counts: the error is 'zip() argument 2 is longer than argument 1'",
-)
-def test_xfail_y_init_list_length_is_named(fitted):
+def test_gap_fixed_y_init_list_length_is_named(fitted):
     with pytest.raises(ValueError, match=r"y_init.*1 experiment.*X.*2|X has 2"):
         fitted.predict([U, U], y_init=[Y[:3]])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="estimator._experiments reads an empty list X=[] as a 1-D array and "
-    "says 'Expected a 2D array', instead of 'empty list of experiments'",
-)
 @pytest.mark.parametrize("method", ["fit", "predict"])
-def test_xfail_empty_lists_say_empty(fitted, method):
+def test_gap_fixed_empty_lists_say_empty(fitted, method):
     args = ([], []) if method == "fit" else ([],)
     with pytest.raises(ValueError, match=r"empty"):
         getattr(fitted, method)(*args)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="estimator._build_configs calls float(learning_rate) unchecked: "
-    "\"could not convert string to float: 'fast'\" does not name the parameter",
-)
-def test_xfail_text_learning_rate_is_named(fitted):
+def test_gap_fixed_text_learning_rate_is_named(fitted):
     with pytest.raises(ValueError, match=r"learning_rate"):
         _fit_with(learning_rate="fast")(fitted)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="estimator _PARAM_CHECKS accept input_noise=inf (the check is v >= 0); "
-    "every training step then sees infinite inputs",
-)
-def test_xfail_infinite_input_noise_is_rejected():
+def test_gap_fixed_infinite_input_noise_is_rejected():
     with pytest.raises(ValueError, match=r"input_noise"):
         _fresh(input_noise=float("inf"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="use_latents and mixed_precision are never type-checked: the string "
-    "'no' is truthy and silently means use_latents=True",
-)
 @pytest.mark.parametrize("param", ["use_latents", "mixed_precision"])
-def test_xfail_non_bool_flags_are_rejected(param):
+def test_gap_fixed_non_bool_flags_are_rejected(param):
     with pytest.raises(ValueError, match=param):
         _fresh(**{param: "no"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="predict_interval compares 0 < coverage < 1 unchecked: a text coverage "
-    "raises TypeError \"'<' not supported between 'int' and 'str'\"",
-)
-def test_xfail_text_coverage_is_named(fitted):
+def test_gap_fixed_text_coverage_is_named(fitted):
     with pytest.raises(ValueError, match=r"coverage"):
         fitted.predict_interval(U, coverage="90%", n_samples=2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="predict_quantiles checks (alpha <= 0) | (alpha >= 1), which is False "
-    "for NaN, so numpy's 'Quantiles must be in the range [0, 1]' comes out",
-)
-def test_xfail_nan_alpha_is_named(fitted):
+def test_gap_fixed_nan_alpha_is_named(fitted):
     with pytest.raises(ValueError, match=r"alpha"):
         fitted.predict_quantiles(U, alpha=float("nan"), n_samples=2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="predict_quantiles(alpha=[]) returns an empty array instead of "
-    "rejecting an empty alpha",
-)
-def test_xfail_empty_alpha_is_rejected(fitted):
+def test_gap_fixed_empty_alpha_is_rejected(fitted):
     with pytest.raises(ValueError, match=r"alpha"):
         fitted.predict_quantiles(U, alpha=[], n_samples=2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="simulate and sample accept n_samples=True / n_sequences=True (bool "
-    "is an int), unlike the other integer parameters (_is_int excludes bool)",
-)
-def test_xfail_bool_counts_are_rejected(fitted):
+def test_gap_fixed_bool_counts_are_rejected(fitted):
     with pytest.raises(ValueError, match=r"n_samples"):
         fitted.simulate(U, n_samples=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="estimator._tensor casts the scaled inputs to float32 unchecked: X of "
-    "1e300 (finite float64) overflows to inf and predict returns NaN silently",
-)
-def test_xfail_inputs_beyond_float32_are_rejected(fitted):
+def test_gap_fixed_inputs_beyond_float32_are_rejected(fitted):
     with pytest.raises(ValueError, match=r"float32|too large|overflow"):
         fitted.predict(U * 1e300)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="partial_fit on a fitted model neither rebuilds nor re-validates the "
-    "configs, so likelihood='poisson' is accepted (and ignored)",
-)
-def test_xfail_partial_fit_validates_parameters():
+def test_gap_fixed_partial_fit_validates_parameters():
     est = _fresh()
     est.set_params(likelihood="poisson")
     with pytest.raises(ValueError, match=r"likelihood"):

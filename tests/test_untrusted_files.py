@@ -306,16 +306,8 @@ PAYLOAD_EDITS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MSSTCNRegressor.load parses the JSON inside its try block but reads "
-    "and applies the payload outside it: a header that is valid JSON but not our "
-    "payload raises KeyError/TypeError/ValueError without the path, an unknown "
-    "'format' tag is never checked, and corrupt fitted statistics (scale 0) "
-    "are accepted",
-)
 @pytest.mark.parametrize("edit", list(PAYLOAD_EDITS))
-def test_xfail_malformed_payload_is_a_data_format_error(saved, tmp_path, edit):
+def test_gap_fixed_malformed_payload_is_a_data_format_error(saved, tmp_path, edit):
     _, _, meta, state = saved
     path = tmp_path / "model.safetensors"
     save_file(state, str(path), metadata=PAYLOAD_EDITS[edit](meta))
@@ -323,13 +315,8 @@ def test_xfail_malformed_payload_is_a_data_format_error(saved, tmp_path, edit):
         MSSTCNRegressor.load(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MSSTCNRegressor._restore raises DataFormatError('weights do not match "
-    "the configuration') without naming the file; NaN weights load silently",
-)
 @pytest.mark.parametrize("damage", ["missing_tensor", "nan_weights"])
-def test_xfail_bad_weights_are_a_data_format_error_naming_the_file(
+def test_gap_fixed_bad_weights_are_a_data_format_error_naming_the_file(
     saved, tmp_path, damage
 ):
     _, _, meta, state = saved
@@ -614,13 +601,7 @@ def test_xfail_cli_corrupt_data_file_names_the_file(tmp_path, capsys, kind):
     assert status == 2 and str(path) in err and "Traceback" not in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MSSTCNRegressor.load raises TypeError for a safetensors header that is "
-    "a JSON list, and cli.main catches only ValueError/OSError/KeyError/"
-    "ImportError: the command line ends in a traceback",
-)
-def test_xfail_cli_malformed_model_header(saved, tmp_path, capsys):
+def test_cli_malformed_model_header(saved, tmp_path, capsys):
     _, _, _, state = saved
     model = tmp_path / "model.safetensors"
     save_file(state, str(model), metadata={"sysid_msstcn": "[1]"})
