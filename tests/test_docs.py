@@ -16,6 +16,7 @@ DOCS = ROOT / "docs"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 DOCUMENTED = [
     "sysid_msstcn.baselines",
+    "sysid_msstcn.benchmarking",
     "sysid_msstcn.data",
     "sysid_msstcn.metrics",
     "sysid_msstcn.plotting",
