@@ -658,6 +658,13 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return train_seg, valid_seg
 
     @torch.no_grad()
+    def _probe_finite(self, batch: Batch) -> bool:
+        """Whether the current weights give a finite likelihood on a batch."""
+        b = batch.to(self.device_)
+        out = self.model_.eval()(b.y, b.u, b.lengths, latent="prior_mean")
+        return bool(torch.isfinite(out.log_lik).all())
+
+    @torch.no_grad()
     def _validation_rmse(self, us, ys, valid_seg) -> float:
         """RMSE (normalised units) of free-run simulations of the tails."""
         D = self.network_config_.total_stride
@@ -750,8 +757,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     bool(torch.isfinite(p).all()) for p in self.model_.parameters()
                 )
                 if finite:  # the state the epoch ends in must evaluate finitely
-                    probe = trainer.evaluate([self._batch(us, ys, wins)])
-                    finite = math.isfinite(probe["elbo"])
+                    finite = self._probe_finite(self._batch(us, ys, wins))
                 if finite:
                     good = trainer.snapshot()
                 else:
