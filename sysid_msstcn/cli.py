@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -103,16 +104,43 @@ def _add_estimator_flags(parser: argparse.ArgumentParser) -> None:
         help="JSON file of estimator parameters, or a preset name "
         "(see `sysid-msstcn presets`)",
     )
+    docs = _parameter_docs()
     for name, default in sorted(_estimator_defaults().items()):
         if name not in _NOT_FLAGS:
+            text = docs.get(name, "").replace("%", "%%")
             group.add_argument(
                 "--" + name.replace("_", "-"),
                 dest="est_" + name,
                 type=_parse_value,
                 default=argparse.SUPPRESS,
                 metavar="VALUE",
-                help=f"(default: {default!r})",
+                help=f"{text} (default: {default!r})".strip(),
             )
+
+
+def _parameter_docs() -> dict[str, str]:
+    """First sentence of each parameter in the estimator's numpydoc docstring."""
+    from .estimator import MSSTCNRegressor
+
+    lines = (MSSTCNRegressor.__doc__ or "").splitlines()
+    docs: dict[str, str] = {}
+    names: list[str] = []
+    section = ""
+    for prev, line in zip([""] + lines, lines, strict=False):
+        text = line.strip()
+        if set(text) == {"-"}:
+            section = prev.strip()
+            continue
+        if section != "Parameters" or not text:
+            continue
+        if line.startswith("    ") and not line.startswith("        "):
+            names = [n.strip() for n in text.split(" : ")[0].split(",")]
+        elif names:
+            for n in names:
+                docs[n] = (docs.get(n, "") + " " + text).strip()
+    plain = {k: re.sub(r":\w+:`~?([^`]+)`", r"\1", v).replace("``", "")
+             for k, v in docs.items()}  # fmt: skip
+    return {k: v.split(". ")[0].rstrip(".") for k, v in plain.items()}
 
 
 def _read_config(spec: str | None) -> dict[str, Any]:
@@ -646,7 +674,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     load = meta["load_average"]
     print(
         f"\nMS-STCN: {est.n_iter_} epochs on {est.device_} "
-        f"({meta['torch_threads']} torch threads). Total demo time {total:.0f} s "
+        f"({_plural(meta['torch_threads'], 'torch thread')}). Total demo time "
+        f"{total:.0f} s "
         f"wall, {cpu:.0f} s CPU"
         + (f" (load average {load:.1f})" if load is not None else "")
     )
@@ -655,6 +684,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "msstcn.safetensors"
     )
     return 0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _torch_threads() -> int:
@@ -874,6 +907,14 @@ _RUN_OPTIONS = [
     ),
     ("--seed", {"type": int, "default": 0, "help": "random seed (default: 0)"}),
     ("-q", "--quiet", {"action": "store_true", "help": "no progress output"}),
+    (
+        "--threads",
+        {
+            "type": int,
+            "help": "CPU threads of PyTorch and of numpy's BLAS (default: their "
+            "own choice; 1 is often faster on a busy machine)",
+        },
+    ),
 ]
 _DATA_OPTIONS = [
     (
@@ -1038,6 +1079,14 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "threads", None) is not None:
+            if args.threads < 1:
+                raise UsageError(f"--threads must be >= 1, got {args.threads}")
+            import torch
+            from threadpoolctl import threadpool_limits
+
+            torch.set_num_threads(args.threads)
+            threadpool_limits(args.threads)  # numpy's BLAS (the baselines)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -59,6 +59,7 @@ def test_presets_prints_the_table(capsys):
 def test_demo_writes_table_plots_and_results(tmp_path, capsys):
     out_dir = tmp_path / "demo"
     argv = ["demo", "--budget", "0.02", "--output", out_dir, "--device", "cpu", "-q"]
+    argv += ["--threads", "1"]
     status, out, _ = run(argv, capsys)
     assert status == 0
     for model in ("ARX", "polynomial NARX", "MLP NARX", "MS-STCN"):
@@ -266,6 +267,7 @@ def test_config_file_and_preset(tmp_path, capsys):
         (["benchmark", *SYNTH, "--models", "arx,foo"], "unknown model"),
         (["fit", *SYNTH, "--max-iter", "-3", "--device", "cpu"], "max_iter"),
         (["fit", "data.xyz"], "does not exist"),
+        (["fit", *SYNTH, "--threads", "0"], "--threads must be >= 1"),
     ],
 )
 def test_user_errors_are_one_line(argv, message, capsys):
