@@ -67,6 +67,7 @@ def test_pages_and_figure_exist():
         "user_guide/metrics",
         "user_guide/gpu",
         "user_guide/cli",
+        "develop",
     ):
         assert (DOCS / f"{page}.rst").is_file(), page
     assert (DOCS / "_static" / "msstcn_hierarchy.png").stat().st_size > 10_000
