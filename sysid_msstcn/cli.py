@@ -203,6 +203,23 @@ class Data:
 
 
 def _read_file(path: Path):
+    import zipfile
+
+    try:
+        return _read_file_unchecked(path)
+    except UsageError:
+        raise
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        zipfile.BadZipFile,
+        UnicodeDecodeError,
+    ) as exc:
+        raise UsageError(f"{path}: cannot read the data file ({exc})") from exc
+
+
+def _read_file_unchecked(path: Path):
     import xarray as xr
 
     from .data import make_io_dataset, validate_io_dataset

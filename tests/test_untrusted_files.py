@@ -576,16 +576,8 @@ def test_cli_refuses_pickled_arrays_in_npz(tmp_path, marker, capsys):
     assert status == 2 and "allow_pickle=False" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli._read_file does not name the file when a data file is corrupt: "
-    "a damaged .npz escapes as BadZipFile with a traceback, a damaged .nc gives "
-    "xarray's backend message, a CSV with a text column says \"could not convert "
-    'string to float", a binary CSV gives a bare UnicodeDecodeError and a CSV '
-    "with a NaN says 'y contains NaN' without naming the file",
-)
 @pytest.mark.parametrize("kind", ["npz", "nc", "csv_text", "csv_binary", "csv_nan"])
-def test_xfail_cli_corrupt_data_file_names_the_file(tmp_path, capsys, kind):
+def test_cli_corrupt_data_file_names_the_file(tmp_path, capsys, kind):
     path = tmp_path / {"npz": "d.npz", "nc": "d.nc"}.get(kind, "d.csv")
     if kind == "npz":
         path.write_bytes(b"PK\x03\x04" + bytes(60))
