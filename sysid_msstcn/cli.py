@@ -1094,6 +1094,17 @@ def main(argv: list[str] | None = None) -> int:
         0 on success, 2 for a usage or data error (printed as one line
         ``sysid-msstcn: error: ...`` on stderr), 130 on Ctrl-C.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        # data-parallel training on large data sets (launch with torchrun);
+        # its flags are those of ``python -m sysid_msstcn.distributed``
+        from .distributed import main as train_main
+
+        try:
+            return int(train_main(argv[1:]) or 0)
+        except (ValueError, OSError, KeyError, ImportError) as exc:
+            print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "threads", None) is not None:
