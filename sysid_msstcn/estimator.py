@@ -1604,7 +1604,9 @@ class _Bar:
             "elbo/step": f"{row['elbo_per_step']:.4g}",
         }
         if "val_elbo_per_step" in row:
-            post["val"] = f"{row['val_elbo_per_step']:.4g}"
+            post["val elbo/step"] = f"{row['val_elbo_per_step']:.4g}"
+        if "val_sim_rmse" in row:
+            post["val sim rmse"] = f"{row['val_sim_rmse']:.4g}"
         self.bar.set_postfix(post)
         self.bar.update(1)
 
