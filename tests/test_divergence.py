@@ -211,7 +211,7 @@ def test_isolated_non_finite_steps_are_skipped_silently(inject):
     assert _finite_weights(est)
 
 
-# -------------------------------------------------- known gaps (estimator)
+# ------------------------------------------------ former gaps (estimator)
 def test_gap_fixed_exploding_weights_are_rolled_back_or_reported():
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
