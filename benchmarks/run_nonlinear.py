@@ -38,7 +38,9 @@ def _plots(res: dict, out: Path) -> list[str]:
         n = int(ds.attrs["n_init"])
         name = ds.attrs["name"]
         preds = {
-            m: np.asarray(p[k]).reshape(y.shape) for m, p in res["predictions"].items()
+            m: np.asarray(p[k]).reshape(y.shape)
+            for m, p in res["predictions"].items()
+            if np.all(np.isfinite(p[k]))  # diverged simulations are not drawn
         }
         lo, hi = est.predict_interval(
             u, y_init=y[:n], coverage=0.9, n_samples=20, random_state=0
@@ -79,6 +81,12 @@ def markdown_table(results: list[dict]) -> str:
     for res in results:
         for r in res["results"]:
             cov = r.get("coverage_90")
+            if r.get("diverged"):
+                lines.append(
+                    f"| {res['benchmark']} | {r['test_set']} | {r['model']} | "
+                    f"diverged | {r['units']} | | {r['train_seconds']:.0f} | |"
+                )
+                continue
             lines.append(
                 f"| {res['benchmark']} | {r['test_set']} | {r['model']} | "
                 f"{r['rmse']:.4g} | {r['units']} | {r['fit_percent']:.1f} | "
@@ -145,6 +153,9 @@ def main(argv=None) -> int:
         suffix = f"_{args.tag}" if args.tag else ""
         (out / f"nonlinear_{name}{suffix}.json").write_text(json.dumps(res, indent=2))
         for r in res["results"]:
+            if r.get("diverged"):
+                print(f"{name:20s} {r['test_set']:28s} {r['model']:16s} diverged")
+                continue
             print(
                 f"{name:20s} {r['test_set']:28s} {r['model']:16s} "
                 f"RMSE {r['rmse']:.4g} {r['units']}  fit {r['fit_percent']:.1f}%",

@@ -223,6 +223,20 @@ def evaluate_records(model, records, *, n_samples: int = 0, random_state: int = 
         scale = float(ds.attrs.get("report_scale", 1.0))
         t0 = time.perf_counter()
         p = np.asarray(model.predict(u, y_init=y[:n])).reshape(y.shape)
+        if not np.all(np.isfinite(p)):  # a diverged simulation is a result too
+            rows.append(
+                {
+                    "test_set": ds.attrs.get("name", "test"),
+                    "n_samples": int(y.shape[0]),
+                    "n_init": n,
+                    "rmse": None,
+                    "units": ds.attrs.get("report_units", ""),
+                    "diverged": True,
+                    "simulate_seconds": time.perf_counter() - t0,
+                }
+            )
+            preds.append(np.where(np.isfinite(p), p, np.nan))
+            continue
         row = {
             "test_set": ds.attrs.get("name", "test"),
             "n_samples": int(y.shape[0]),

@@ -91,3 +91,28 @@ def test_ablation_quick(shared_data, tmp_path):
     )
     assert len(data["speech"]["rows"][0]["test_kl_per_level"]) == 5
     assert [r["variant"] for r in data["sysid"]["rows"]] == variants
+
+
+def test_a_diverged_simulation_is_recorded_not_raised():
+    import numpy as np
+
+    from sysid_msstcn.benchmarking import evaluate_records
+    from sysid_msstcn.data import make_io_dataset
+
+    class Exploding:
+        def predict(self, X, y_init=None):
+            return np.full((len(X), 1), np.inf)
+
+    rng = np.random.default_rng(0)
+    ds = make_io_dataset(
+        rng.normal(size=(50, 1)),
+        rng.normal(size=(50, 1)),
+        sampling_time=1.0,
+        benchmark="toy",
+        split="test",
+        name="test",
+        n_init=5,
+    )
+    rows, preds = evaluate_records(Exploding(), [ds])
+    assert rows[0]["diverged"] is True and rows[0]["rmse"] is None
+    assert np.isnan(preds[0]).all()
