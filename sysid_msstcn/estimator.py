@@ -66,6 +66,10 @@ _PARAM_CHECKS = {
         "a float in [0, 1)",
     ),
     "n_iter_no_change": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "max_time": (
+        lambda v: v is None or (_is_real(v) and 0 < v < math.inf),
+        "None or a finite number of seconds > 0",
+    ),
     "tol": (lambda v: _is_real(v) and v >= 0, "a float >= 0"),
     "n_init": (lambda v: v is None or (_is_int(v) and v >= 0), "None or an int >= 0"),
     "steps_per_epoch": (
@@ -143,6 +147,11 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Windows per step (default 32).
     max_iter : int, default=40
         Epochs. One epoch draws windows covering about the training data.
+    max_time : float or None, default=None
+        Wall-clock budget of one ``fit`` in seconds: training stops after
+        the epoch in which it is used up (the best epoch's weights are kept,
+        as with early stopping) and ``history_events_`` records it. None:
+        no limit.
     learning_rate : float or None, default=None
         Adam step size (default 1e-3).
     lr_decay, lr_decay_steps : float, int, default=0.98, 6000
@@ -276,6 +285,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         window: int | None = None,
         batch_size: int | None = None,
         max_iter: int = 40,
+        max_time: float | None = None,
         learning_rate: float | None = None,
         lr_decay: float = 0.98,
         lr_decay_steps: int = 6000,
@@ -312,6 +322,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.window = window
         self.batch_size = batch_size
         self.max_iter = max_iter
+        self.max_time = max_time
         self.learning_rate = learning_rate
         self.lr_decay = lr_decay
         self.lr_decay_steps = lr_decay_steps
@@ -706,6 +717,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         no_improve, rollbacks = 0, 0
         bar = _progress(self.max_iter, self.verbose)
         stopped_early = False
+        t_start = time.perf_counter()
         try:
             for _ in range(self.max_iter):
                 t0 = time.perf_counter()
@@ -799,6 +811,13 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     and valid_batches
                     and (no_improve >= self.n_iter_no_change)
                 ):
+                    stopped_early = True
+                    break
+                elapsed = time.perf_counter() - t_start
+                if self.max_time is not None and elapsed >= self.max_time:
+                    self.history_events_.append(
+                        {"epoch": self.n_iter_, "event": "max_time", "seconds": elapsed}
+                    )
                     stopped_early = True
                     break
         except KeyboardInterrupt:

@@ -628,3 +628,19 @@ def test_unfitted_estimator_raises_not_fitted():
     ):
         with pytest.raises(NotFittedError):
             call()
+
+
+def test_max_time_stops_after_the_epoch_that_uses_up_the_budget(siso, monkeypatch):
+    """A wall-clock budget ends training at an epoch boundary, recorded."""
+    u, y = siso
+    clock = iter(np.arange(0.0, 1e6, 10.0))  # every perf_counter call: +10 s
+    monkeypatch.setattr(estimator_module.time, "perf_counter", lambda: next(clock))
+    est = tiny(max_iter=50, max_time=1.0, validation_fraction=0.2).fit(u, y)
+    assert est.n_iter_ == 1
+    (event,) = [e for e in est.history_events_ if e["event"] == "max_time"]
+    assert event["epoch"] == 1 and event["seconds"] >= 1.0
+    unlimited = tiny(max_iter=2, validation_fraction=0.2).fit(u, y)
+    assert unlimited.n_iter_ == 2
+    assert not [e for e in unlimited.history_events_ if e["event"] == "max_time"]
+    with pytest.raises(ValueError, match=r"max_time must be None or a finite"):
+        tiny(max_time=0).fit(u, y)
