@@ -17,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from .baselines import ARXRegressor, MLPNARXRegressor, PolynomialNARXRegressor
+from .baselines import (
+    ARXRegressor,
+    MLPNARXRegressor,
+    PolynomialNARXRegressor,
+    SubnetRegressor,
+    deepsi_available,
+)
 from .data.benchmarks import io_arrays, load_benchmark
 from .estimator import MSSTCNRegressor
 from .metrics import crps_ensemble, fit_index, interval_coverage, nrmse, r2, rmse
@@ -158,7 +164,10 @@ def default_models(
     device: str = "auto",
     baselines: bool = True,
 ) -> dict[str, Any]:
-    """Models compared on a benchmark: MS-STCN and the NARX baselines.
+    """Models compared on a benchmark: MS-STCN and the baselines.
+
+    The baselines are ARX, polynomial NARX, MLP NARX and, when deepSI is
+    installed (see :class:`~sysid_msstcn.baselines.SubnetRegressor`), SUBNET.
 
     Parameters
     ----------
@@ -169,7 +178,8 @@ def default_models(
     random_state : int, default=0
     device : str, default="auto"
     baselines : bool, default=True
-        Include ARX, polynomial NARX and MLP NARX.
+        Include ARX, polynomial NARX, MLP NARX and SUBNET (deepSI); SUBNET's
+        epochs and time limit follow the budget's name ("small" for a dict).
 
     Returns
     -------
@@ -189,6 +199,22 @@ def default_models(
         )
         models["MLP NARX"] = MLPNARXRegressor(
             hidden_layer_sizes=(64,), na=ylag, nb=xlag, random_state=random_state
+        )
+    if baselines and deepsi_available():
+        # the encoder window fits in the test warm-up (CED 10, EMPS 20, 50)
+        lags = {"ced": 10}.get(name.lower(), 20)
+        subnet_budget = {
+            "tiny": {"max_iter": 1, "max_time": 60.0},
+            "small": {"max_iter": 50, "max_time": 600.0},
+            "medium": {"max_iter": 200, "max_time": 3600.0},
+            "large": {"max_iter": 1000, "max_time": 14400.0},
+        }[budget if isinstance(budget, str) else "small"]
+        models["SUBNET (deepSI)"] = SubnetRegressor(
+            na=lags,
+            nb=lags,
+            random_state=random_state,
+            device=device,
+            **subnet_budget,
         )
     return models
 

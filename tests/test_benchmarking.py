@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sysid_msstcn.baselines import deepsi_available
 from sysid_msstcn.benchmarking import BUDGETS, PUBLISHED, TARGETS, run_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +27,10 @@ def test_run_benchmark_tiny_protocol(benchmark_data):
         "ced", budget="tiny", data_dir=benchmark_data, device="cpu", n_samples=2
     )
     models = {r["model"] for r in res["results"]}
-    assert models == {"MS-STCN", "ARX", "polynomial NARX", "MLP NARX"}
+    expected = {"MS-STCN", "ARX", "polynomial NARX", "MLP NARX"}
+    if deepsi_available():  # the optional peer, when installed
+        expected.add("SUBNET (deepSI)")
+    assert models == expected
     tests = {r["test_set"] for r in res["results"]}
     assert tests == {"test_low_amplitude", "test_high_amplitude"}
     for r in res["results"]:
