@@ -18,61 +18,231 @@ channels, ``T`` steps. Step tensors keep a time axis of length 1.
 
 from __future__ import annotations
 
+from collections import deque
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import pool_blocks
+from .distributions import GaussianLikelihood
+from .layers import DownsampleBlock, pool_blocks
 from .model import MSSTCN, level_mask
 
 __all__ = ["StreamingSimulator", "simulate"]
 
 
-class _Lin:
-    """A convolution applied to one time step as a matrix product."""
-
-    __slots__ = ("b", "w")
-
-    def __init__(self, conv: nn.Conv1d) -> None:
-        out_c = conv.weight.shape[0]
-        self.w = conv.weight.reshape(out_c, -1)  # (O, I * k), index c * k + j
-        self.b = conv.bias
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.w, self.b)  # (B, I * k) -> (B, O)
+def _t(w: torch.Tensor) -> torch.Tensor:
+    return w.t().contiguous()
 
 
-def _skip(module: nn.Module) -> _Lin | None:
-    return None if isinstance(module, nn.Identity) else _Lin(module)
+def _gate_scale(n: int, dtype, device) -> torch.Tensor:
+    """Row scale of a gated pre-activation: 1 for tanh rows, 1/2 for the gate.
+
+    With the gate half scaled by 1/2, tanh(a) * sigmoid(b) =
+    (t_a + t_a * t_b) / 2 for t = tanh(scaled pre-activation), so one tanh
+    serves both halves; the final 1/2 is folded into the output projection.
+    """
+    s = torch.ones(n, dtype=dtype, device=device)
+    s[n // 2 :] = 0.5
+    return s
 
 
-def _gated(pre: torch.Tensor, out: _Lin, skip: _Lin | None, x: torch.Tensor):
-    a, b = pre.chunk(2, dim=1)
-    res = out(torch.tanh(a) * torch.sigmoid(b))  # (B, C_out)
-    return res + (x if skip is None else skip(x))
+class _Proj:
+    """A 1x1 convolution applied to one step: base + x @ W^T as one addmm."""
+
+    __slots__ = ("b", "wt")
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, scale=None):
+        w = weight.reshape(weight.shape[0], -1)  # (O, I)
+        if scale is not None:
+            w, bias = w * scale[:, None], None if bias is None else bias * scale
+        self.wt = _t(w)  # (I, O)
+        self.b = bias
+
+    def __call__(self, x: torch.Tensor, base: torch.Tensor | None = None):
+        base = self.b if base is None else base
+        if base is None:
+            return x @ self.wt  # (B, O)
+        return torch.addmm(base, x, self.wt)  # (B, O)
+
+
+def _skip(module: nn.Module) -> _Proj | None:
+    return (
+        None if isinstance(module, nn.Identity) else _Proj(module.weight, module.bias)
+    )
+
+
+def _gate_out(pre: torch.Tensor, out_wt: torch.Tensor, base: torch.Tensor):
+    """Return base + W_out gate(pre) for a scaled pre-activation (B, 2C)."""
+    a, g = torch.tanh(pre).chunk(2, dim=1)
+    return torch.addmm(base, torch.addcmul(a, a, g), out_wt)
+
+
+class _Causal:
+    """A causal convolution evaluated one step at a time (fast Wavenet).
+
+    Instead of keeping past inputs, every step projects its input once onto
+    the taps that later steps will need and queues the projections: the
+    pre-activation of step t is the queued sum for t plus the current tap,
+    two matrix products for kernel size 2 and no copies.
+    """
+
+    def __init__(self, conv: nn.Conv1d, scale: torch.Tensor) -> None:
+        w = conv.weight * scale[:, None, None]  # (O, I, k)
+        self.b = conv.bias * scale  # (O,)
+        self.k, self.dil = conv.kernel_size[0], conv.dilation[0]
+        self.cur = _t(w[..., -1])  # (I, O): tap of x_t
+        # past[m - 1] multiplies x_{t - m * dil}, m = 1 .. k - 1
+        self.past = [_t(w[..., self.k - 1 - m]) for m in range(1, self.k)]
+        self.L = (self.k - 1) * self.dil
+        self.queue: deque[torch.Tensor] = deque()
+
+    def reset(self, batch: int) -> None:
+        """Zero history: every queued step starts from the bias alone."""
+        self.queue.clear()  # the same deque object: step closures hold it
+        self.queue.extend([self.b.expand(batch, -1)] * self.L)
+
+    def prime(self, seq: torch.Tensor) -> None:
+        """Queue the contributions of a teacher-forced history (B, I, n)."""
+        n = seq.shape[-1]
+        self.reset(seq.shape[0])
+        for i in range(self.L):  # entry i is step n + i
+            acc = self.queue[i]
+            for m in range(1, self.k):
+                tau = n + i - m * self.dil
+                if 0 <= tau < n:
+                    acc = torch.addmm(acc, seq[..., tau], self.past[m - 1])
+            self.queue[i] = acc
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None):
+        """Pre-activation (B, O) of the current step for input x (B, I).
+
+        Written into ``out`` when given (a buffer reused every step).
+        """
+        if not self.L:
+            return torch.addmm(self.b, x, self.cur, out=out)
+        q = self.queue
+        pre = torch.addmm(q.popleft(), x, self.cur, out=out)
+        for m in range(1, self.k - 1):  # kernels > 2: add to queued steps
+            q[m * self.dil - 1] = torch.addmm(q[m * self.dil - 1], x, self.past[m - 1])
+        q.append(torch.addmm(self.b, x, self.past[-1]))  # step t + L
+        return pre
 
 
 class _Block:
     """Weights of one block, prepared for single-step evaluation."""
 
-    def __init__(self, block: nn.Module) -> None:
+    def __init__(self, block: nn.Module, batch: int) -> None:
         self.kind = type(block).__name__
-        self.out = _Lin(block.out)
-        self.skip = _skip(block.skip)
         conv = block.conv
-        self.k = conv.kernel_size[0]
-        self.dil = conv.dilation[0]
-        self.pad = getattr(conv, "left_pad", 0)
+        n2 = conv.weight.shape[0]
+        self.out_wt = _t(block.out.weight[..., 0] * 0.5)  # (C, C_out), gate's 1/2
+        self.skip = _skip(block.skip)
         self.stride = getattr(block, "stride", 1)
         self.resampling = getattr(block, "resampling", None)
+        self.causal: _Causal | None = None
+        self.conv: _Proj | None = None
+        w = conv.weight
         if isinstance(conv, nn.ConvTranspose1d):
-            c_in, c_out, s = conv.weight.shape
-            self.conv = None
-            self.wt = conv.weight.reshape(c_in, c_out * s).t().contiguous()
-            self.bt = conv.bias.repeat_interleave(s)
-            self.c2 = c_out
+            c_in, n2, s = w.shape  # (I, 2C, S)
+            scale = _gate_scale(n2, w.dtype, w.device)
+            # columns step-major (j * 2C + o), so the output is (B, S, 2C)
+            w = (w * scale[None, :, None]).permute(0, 2, 1)  # (I, S, 2C)
+            self.wt = w.reshape(c_in, s * n2)
+            self.bt = (conv.bias * scale).repeat(s)
+            shape = (batch, s, n2)
+            self.out_b = self.out_wt.expand(batch, -1, -1)  # (B, C, C_out)
         else:
-            self.conv = _Lin(conv)
+            scale = _gate_scale(n2, w.dtype, w.device)
+            shape = (batch, n2)
+            if isinstance(block, DownsampleBlock) and self.resampling == "learned":
+                # inputs concatenated step-major: column j * I + c
+                self.conv = _Proj(w.permute(0, 2, 1), conv.bias, scale)
+            elif getattr(conv, "left_pad", 0):
+                self.causal = _Causal(conv, scale)
+            else:
+                self.conv = _Proj(w, conv.bias, scale)
+        # per-step buffers: the pre-activation with its two halves as views,
+        # and the gate's output
+        self.P = torch.empty(shape, dtype=w.dtype, device=w.device)
+        self.Pa, self.Pg = self.P.chunk(2, dim=-1)
+        self.A = torch.empty_like(self.Pa)
+        # the single-step closure of a plain gated block (None for resampling)
+        plain = self.kind == "GatedBlock"
+        self.step = self._make_step() if plain else None
+
+    def pre(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled pre-activation (B, 2C) of a per-step convolution."""
+        return self.causal(x) if self.causal is not None else self.conv(x)
+
+    def gated(self, x: torch.Tensor, inp: torch.Tensor | None = None) -> torch.Tensor:
+        """A whole gated block at one step: skip(x) + out(gate(conv(inp))).
+
+        The pre-activation and the gate live in the block's buffers, so the
+        step allocates only its output (B, C_out). (Plain gated blocks run
+        the same computation through the faster closure ``step``.)
+        """
+        inp = x if inp is None else inp
+        if self.causal is not None:
+            self.causal(inp, self.P)
+        else:
+            torch.addmm(self.conv.b, inp, self.conv.wt, out=self.P)
+        return self.finish(x if self.skip is None else self.skip(x))
+
+    def _make_step(self):
+        """The gated step as a closure over its tensors (no attribute look-ups).
+
+        A time step of a small model is a few dozen tiny matrix products, so
+        the Python around them costs as much as the products themselves.
+        """
+        P, Pa, Pg, A, out_wt = self.P, self.Pa, self.Pg, self.A, self.out_wt
+        addmm, addcmul = torch.addmm, torch.addcmul
+        sb, sw = (None, None) if self.skip is None else (self.skip.b, self.skip.wt)
+        causal = self.causal
+        if causal is None:
+            cb, cw = self.conv.b, self.conv.wt
+
+            def pre(inp):
+                addmm(cb, inp, cw, out=P)
+
+        elif causal.k == 2:
+            q, cur, past, b = causal.queue, causal.cur, causal.past[0], causal.b
+            popleft, append = q.popleft, q.append
+
+            def pre(inp):
+                addmm(popleft(), inp, cur, out=P)
+                append(addmm(b, inp, past))  # x_t's share of step t + dil
+
+        else:
+
+            def pre(inp):
+                causal(inp, P)
+
+        if sw is None:
+
+            def step(x, inp):
+                pre(inp)
+                P.tanh_()
+                addcmul(Pa, Pa, Pg, out=A)  # 2 tanh(a) sigmoid(b)
+                return addmm(x, A, out_wt)
+
+        else:
+
+            def step(x, inp):
+                pre(inp)
+                P.tanh_()
+                addcmul(Pa, Pa, Pg, out=A)
+                return addmm(addmm(sb, x, sw), A, out_wt)
+
+        return step
+
+    def finish(self, base: torch.Tensor) -> torch.Tensor:
+        """Return base + out(gate(P)) for the pre-activation in the buffer P."""
+        self.P.tanh_()
+        torch.addcmul(self.Pa, self.Pa, self.Pg, out=self.A)  # 2 tanh(a) sigmoid(b)
+        if self.P.dim() == 3:  # upsampling: (B, S, C) -> (B, S, C_out)
+            return torch.baddbmm(base.unsqueeze(1), self.A, self.out_b)
+        return torch.addmm(base, self.A, self.out_wt)
 
 
 class StreamingSimulator:
@@ -84,7 +254,7 @@ class StreamingSimulator:
     Parameters
     ----------
     model : MSSTCN
-        The network (its weights are used as they are, no copy).
+        The network (its weights are read once, when the simulator is made).
     u : torch.Tensor of shape (B, C_u, T) or None
         Exogenous inputs for the whole horizon (None without inputs).
     latent : {"prior", "prior_mean"}, default="prior_mean"
@@ -98,6 +268,7 @@ class StreamingSimulator:
         Batch size when ``u`` is None.
     """
 
+    @torch.no_grad()
     def __init__(
         self,
         model: MSSTCN,
@@ -119,32 +290,43 @@ class StreamingSimulator:
         self.B = u.shape[0] if self.u is not None else int(batch or 1)
         self.latent, self.noise, self.generator = latent, noise, generator
         self.rates = cfg.cumulative_strides
-        self.bottom = [[_Block(b) for b in blocks] for blocks in model.bottom_up.levels]
-        self.mixers = [[_Block(b) for b in td.mixer] for td in model.top_down]
-        self.decoders = [[_Block(b) for b in td.decoder] for td in model.top_down]
-        self.priors = [
-            _Lin(td.prior) if td.use_latents else None for td in model.top_down
-        ]
-        self.head = _Lin(model.head)
+        self.strides = cfg.strides
+        self.n_levels = cfg.n_levels
+        self.levels_down = list(reversed(range(cfg.n_levels)))
+        B = self.B
+        self.bottom = [[_Block(b, B) for b in lvl] for lvl in model.bottom_up.levels]
+        self.mixers = [[_Block(b, B) for b in td.mixer] for td in model.top_down]
+        self.decoders = [[_Block(b, B) for b in td.decoder] for td in model.top_down]
+        self.priors = []
+        for td in model.top_down:
+            if not td.use_latents:
+                self.priors.append(None)
+            elif latent == "prior_mean":  # only the mean rows are needed
+                z = td.prior.weight.shape[0] // 2
+                self.priors.append(_Proj(td.prior.weight[:z], td.prior.bias[:z]))
+            else:
+                self.priors.append(_Proj(td.prior.weight, td.prior.bias))
+        self.head = _Proj(model.head.weight, model.head.bias)
+        if self.u is not None:
+            # per-step views, made once: u_t and u_{t+1} (0 after the end)
+            self.u_steps = self.u.unbind(-1)
+            zero = torch.zeros_like(self.u[..., 0])
+            self.u_next = [*self.u_steps[1:], zero]
         self.t = 0
         self._reset()
 
     # ------------------------------------------------------------------ state
     def _reset(self) -> None:
-        self.bufs: dict[tuple[int, int], torch.Tensor] = {}
         self.acc: list[list[torch.Tensor]] = [[] for _ in self.bottom]
-        for lv, blocks in enumerate(self.bottom):
-            for i, blk in enumerate(blocks):
-                if blk.pad:
-                    c_in = blk.conv.w.shape[1] // blk.k
-                    self.bufs[(lv, i)] = torch.zeros(
-                        self.B, c_in, blk.pad, device=self.device, dtype=self.dtype
-                    )
+        for blocks in self.bottom:
+            for blk in blocks:
+                if blk.causal is not None:
+                    blk.causal.reset(self.B)
         self.last_d = [
             torch.zeros(self.B, c, device=self.device, dtype=self.dtype)
             for c in self.cfg.channels
         ]
-        self.g_cache: list[torch.Tensor | None] = [None] * self.cfg.n_levels
+        self.g_cache: list = [None] * self.cfg.n_levels
         self.out: torch.Tensor | None = None
 
     def prime(self, y_init: torch.Tensor) -> None:
@@ -175,55 +357,45 @@ class StreamingSimulator:
         lengths = torch.full((self.B,), n, device=self.device)
         masks = [level_mask(lengths, n // r, r) for r in self.rates]
         d, inputs = model.bottom_up(x, masks)
-        for (lv, i), buf in self.bufs.items():
-            seq = inputs[lv][i]  # (B, C_in, n_rate) at the block's input rate
-            p = buf.shape[-1]
-            self.bufs[(lv, i)] = F.pad(seq, (max(p - seq.shape[-1], 0), 0))[..., -p:]
+        for lv, blocks in enumerate(self.bottom):
+            for i, blk in enumerate(blocks):
+                if blk.causal is not None:
+                    blk.causal.prime(inputs[lv][i])  # (B, C_in, n_rate)
         self.last_d = [dl[..., -1] for dl in d]
 
     # ----------------------------------------------------------- bottom-up
-    def _taps(self, key, blk: _Block, x: torch.Tensor) -> torch.Tensor:
-        """Pre-activation of a causal conv at one step; x is (B, C_in)."""
-        if not blk.pad:
-            return blk.conv(x)
-        full = torch.cat([self.bufs[key], x.unsqueeze(-1)], dim=-1)  # (B, C, p+1)
-        self.bufs[key] = full[..., 1:]
-        return blk.conv(full[..., :: blk.dil].reshape(x.shape[0], -1))
-
     def _downsample(self, lv: int, blk: _Block, x: torch.Tensor):
         acc = self.acc[lv]
         if blk.resampling == "fixed":
-            pre = self._taps((lv, 0), blk, x)  # (B, 2C)
-            acc.append((pre, x if blk.skip is None else blk.skip(x)))
+            acc.append((blk.pre(x), x if blk.skip is None else blk.skip(x)))
         else:
-            acc.append((x, x))
+            acc.append(x)
         if len(acc) < blk.stride:
             return None
-        first = torch.stack([a for a, _ in acc], dim=-1)  # (B, ., S)
-        second = torch.stack([b for _, b in acc], dim=-1)
         self.acc[lv] = []
         if blk.resampling == "fixed":
+            first = torch.stack([a for a, _ in acc], dim=-1)  # (B, 2C, S)
+            second = torch.stack([b for _, b in acc], dim=-1)  # (B, C, S)
             pre = pool_blocks(first, blk.stride, "scaled_sum")[..., 0]
             skip = pool_blocks(second, blk.stride, "scaled_sum")[..., 0]
-        else:
-            pre = blk.conv(first.reshape(x.shape[0], -1))
-            if blk.skip is not None:
-                second = _proj_seq(blk.skip, second)
-            skip = pool_blocks(second, blk.stride, "mean")[..., 0]
-        a, b = pre.chunk(2, dim=1)
-        return skip + blk.out(torch.tanh(a) * torch.sigmoid(b))  # (B, C_l)
+            return _gate_out(pre, blk.out_wt, skip)  # (B, C_l)
+        X = torch.cat(acc, dim=1)  # (B, S * C_in), step-major
+        torch.addmm(blk.conv.b, X, blk.conv.wt, out=blk.P)
+        skip = X.view(X.shape[0], blk.stride, -1).mean(1)  # (B, C_in)
+        # a 1x1 projection commutes with the block mean
+        return blk.finish(skip if blk.skip is None else blk.skip(skip))
 
     def _push_level(self, lv: int, x: torch.Tensor) -> None:
         h = x
-        for i, blk in enumerate(self.bottom[lv]):
-            if blk.kind == "DownsampleBlock":
+        for blk in self.bottom[lv]:
+            if blk.step is not None:
+                h = blk.step(h, h)
+            else:  # the level's first block downsamples
                 h = self._downsample(lv, blk, h)
                 if h is None:
                     return
-            else:
-                h = _gated(self._taps((lv, i), blk, h), blk.out, blk.skip, h)
         self.last_d[lv] = h
-        if lv + 1 < self.cfg.n_levels:
+        if lv + 1 < self.n_levels:
             self._push_level(lv + 1, h)
 
     @torch.no_grad()
@@ -234,14 +406,12 @@ class StreamingSimulator:
         ----------
         y_t : torch.Tensor of shape (B, C_y, 1)
         """
-        x = y_t[..., 0]
+        self._push(y_t[..., 0])
+
+    def _push(self, x: torch.Tensor) -> None:
+        """:meth:`push` for a step without its time axis: (B, C_y)."""
         if self.u is not None:
-            T = self.u.shape[-1]
-            if self.t + 1 < T:
-                nxt = self.u[..., self.t + 1]
-            else:
-                nxt = torch.zeros_like(self.u[..., 0])
-            x = torch.cat([x, nxt], dim=1)  # (B, C_y + C_u)
+            x = torch.cat([x, self.u_next[self.t]], dim=1)  # (B, C_y + C_u)
         self._push_level(0, x)
         self.t += 1
 
@@ -254,62 +424,58 @@ class StreamingSimulator:
         )
 
     def _decode(self, lv: int, h: torch.Tensor, z: torch.Tensor | None):
-        """Top-down output of one coarse step: (B, C_out, S)."""
+        """Top-down output of one coarse step: S_l tensors of shape (B, C_out)."""
         g = h
         for blk in self.decoders[lv]:
             inp = g if z is None else torch.cat([g, z], dim=1)
             if blk.kind != "UpsampleBlock":
-                g = _gated(blk.conv(inp), blk.out, blk.skip, g)
+                g = blk.step(g, inp)
                 continue
-            s = blk.stride
             skip = g if blk.skip is None else blk.skip(g)  # (B, C_out)
             if blk.resampling == "learned":
-                pre = F.linear(inp, blk.wt, blk.bt).reshape(g.shape[0], -1, s)
-                a, b = pre.chunk(2, dim=1)  # (B, C_out, S) each
-                act = (torch.tanh(a) * torch.sigmoid(b)).transpose(1, 2)
-                res = blk.out(act).transpose(1, 2)  # (B, C_out, S)
-            else:
-                a, b = blk.conv(inp).chunk(2, dim=1)
-                res = blk.out(torch.tanh(a) * torch.sigmoid(b))[..., None]
-            g = skip[..., None] + res  # broadcast = nearest-neighbour repeat
-            g = g.expand(-1, -1, s)
-        return g if g.dim() == 3 else g[..., None]
+                torch.addmm(blk.bt, inp, blk.wt, out=blk.P.view(g.shape[0], -1))
+                return blk.finish(skip).unbind(1)  # S x (B, C_out)
+            g = blk.gated(g, inp)
+            return [g] * blk.stride  # nearest-neighbour repeat
+        return [g]
 
     @torch.no_grad()
     def predict_params(self) -> torch.Tensor:
         """Raw predictive parameters for the current step: (B, P, 1)."""
-        cfg, t = self.cfg, self.t
-        for lv in reversed(range(cfg.n_levels)):
-            if t % self.rates[lv]:
+        return self._params()[..., None]
+
+    def _params(self) -> torch.Tensor:
+        """:meth:`predict_params` without the time axis: (B, P)."""
+        t, rates, top = self.t, self.rates, self.n_levels - 1
+        for lv in self.levels_down:
+            if t % rates[lv]:
                 continue
-            j = t // self.rates[lv]
-            parts = []
-            if lv < cfg.n_levels - 1:
-                parts.append(self.g_cache[lv][..., j % cfg.strides[lv + 1]])
-            parts.append(self.last_d[lv])
+            j = t // rates[lv]
+            if lv < top:
+                parts = [self.g_cache[lv][j % self.strides[lv + 1]], self.last_d[lv]]
+            else:
+                parts = [self.last_d[lv]]
             if lv == 0 and self.u is not None:
-                parts.append(self.u[..., t])
+                parts.append(self.u_steps[t])
             h = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
             for blk in self.mixers[lv]:
-                h = _gated(blk.conv(h), blk.out, blk.skip, h)  # (B, C_l)
+                h = blk.step(h, h)  # (B, C_l)
             z = None
-            if self.priors[lv] is not None:
-                mean, pre = self.priors[lv](h).chunk(2, dim=1)
-                z = mean
-                if self.latent == "prior":
+            prior = self.priors[lv]
+            if prior is not None:
+                if self.latent == "prior_mean":
+                    z = prior(h)
+                else:
+                    mean, pre = prior(h).chunk(2, dim=1)
+                    cfg = self.cfg
                     std = F.softplus(pre).clamp(cfg.std_min, cfg.std_max)
                     z = mean + std * self._latent_noise(lv, j, mean.shape)
-            g = self._decode(lv, h, z)  # (B, C_{l-1}, S_l)
+            g = self._decode(lv, h, z)  # S_l x (B, C_{l-1})
             if lv > 0:
                 self.g_cache[lv - 1] = g
             else:
-                self.out = g[..., 0]
-        return self.head(self.out)[..., None]
-
-
-def _proj_seq(lin: _Lin, x: torch.Tensor) -> torch.Tensor:
-    """Apply a 1x1 projection to every step of x (B, C_in, S)."""
-    return torch.einsum("oc,bcs->bos", lin.w, x) + lin.b[None, :, None]
+                self.out = g[0]
+        return self.head(self.out)
 
 
 @torch.no_grad()
@@ -368,23 +534,41 @@ def simulate(
     n0 = 0 if y_init is None else y_init.shape[-1]
     if n0 > n_steps:
         raise ValueError(f"y_init has {n0} steps but only {n_steps} are simulated")
-    ys = torch.zeros(sim.B, cfg.n_outputs, n_steps, device=sim.device, dtype=sim.dtype)
+    if n0:
+        sim.prime(y_init)
+    # the Gaussian mean is the first half of the parameters: slice, no softplus
+    gauss_mean = output == "mean" and isinstance(lik, GaussianLikelihood)
+    c_y = cfg.n_outputs
+    forced = None
+    if teacher is not None:
+        steps = teacher.unbind(-1)  # (B, C_y) views
+        if teacher_until is not None:
+            forced = torch.arange(n_steps, device=sim.device) < teacher_until[:, None]
+            forced = forced.to(sim.dtype)[:, None, :]  # (B, 1, T)
+    ps, outs = [], []
+    for t in range(n0, n_steps):
+        p = sim._params()  # (B, P)
+        ps.append(p)
+        if teacher is not None and forced is None:
+            y_t = steps[t]
+        else:
+            if gauss_mean:
+                y_t = p[:, :c_y]
+            else:
+                p3 = p[..., None]
+                y_t = lik.mean(p3) if output == "mean" else lik.sample(p3, generator)
+                y_t = y_t[..., 0]
+            if forced is not None:
+                y_t = torch.lerp(y_t, steps[t], forced[..., t])
+        outs.append(y_t)
+        sim._push(y_t)
+    ys = torch.zeros(sim.B, c_y, n_steps, device=sim.device, dtype=sim.dtype)
     params = torch.zeros(
         sim.B, lik.n_params, n_steps, device=sim.device, dtype=sim.dtype
     )
     if n0:
         ys[..., :n0] = y_init
-        sim.prime(y_init)
-    for t in range(n0, n_steps):
-        p = sim.predict_params()  # (B, P, 1)
-        params[..., t : t + 1] = p
-        if teacher is not None and teacher_until is None:
-            y_t = teacher[..., t : t + 1]
-        else:
-            y_t = lik.mean(p) if output == "mean" else lik.sample(p, generator)
-            if teacher is not None:
-                forced = (t < teacher_until).to(y_t.dtype)[:, None, None]
-                y_t = forced * teacher[..., t : t + 1] + (1 - forced) * y_t
-        ys[..., t : t + 1] = y_t
-        sim.push(y_t)
+    if outs:
+        ys[..., n0:] = torch.stack(outs, dim=-1)
+        params[..., n0:] = torch.stack(ps, dim=-1)
     return ys, params
