@@ -162,14 +162,57 @@ class _Block:
                 self.causal = _Causal(conv, scale)
             else:
                 self.conv = _Proj(w, conv.bias, scale)
-        # per-step buffers: the pre-activation with its two halves as views,
-        # and the gate's output
-        self.P = torch.empty(shape, dtype=w.dtype, device=w.device)
-        self.Pa, self.Pg = self.P.chunk(2, dim=-1)
-        self.A = torch.empty_like(self.Pa)
+        self.batch, self.n2, self.shape = batch, n2, shape
+        self.S: torch.Tensor | None = None  # fused skip columns, see fuse_skip
+        self._buffers(0)
         # the single-step closure of a plain gated block (None for resampling)
-        plain = self.kind == "GatedBlock"
-        self.step = self._make_step() if plain else None
+        self.step = self._make_step() if self.kind == "GatedBlock" else None
+
+    def _buffers(self, extra: int) -> torch.Tensor | None:
+        """(Re)make the per-step buffers; return the view of ``extra`` columns.
+
+        The pre-activation P (with its two halves as views) is the first part
+        of a wider buffer whose other columns hold outputs fused into the same
+        matrix product; A holds the gate's output.
+        """
+        w = self.out_wt
+        full = (*self.shape[:-1], self.shape[-1] + extra)
+        self.W = torch.empty(full, dtype=w.dtype, device=w.device)
+        self.P = self.W[..., : self.n2]
+        self.Pa, self.Pg = self.P.chunk(2, dim=-1)
+        self.A = torch.empty(self.Pa.shape, dtype=w.dtype, device=w.device)
+        return self.W[..., self.n2 :] if extra else None
+
+    def widen(self, wt: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Compute extra outputs (I, E) in this 1x1 block's matrix product.
+
+        Returns the (B, E) view of the buffer that receives them every step.
+        """
+        self.conv.wt = torch.cat([self.conv.wt, wt], dim=1)
+        self.conv.b = torch.cat([self.conv.b, b])
+        extra = self.W.shape[-1] - self.n2 + wt.shape[1]
+        view = self._buffers(extra)
+        if self.S is not None:  # keep the skip columns' view
+            self.S = view[..., : self.S.shape[-1]]
+        if self.step is not None:
+            self.step = self._make_step()
+        return view[..., extra - wt.shape[1] :]
+
+    def fuse_skip(self, n_inputs: int) -> None:
+        """Fold a 1x1 skip projection into the convolution's matrix product.
+
+        ``n_inputs`` rows of the convolution input are the skip's input (the
+        rest, a latent sample, gets zero weight).
+        """
+        if self.skip is None or self.causal is not None or self.step is None:
+            return
+        w = self.skip.wt  # (C_in, C_out)
+        wt = torch.zeros(self.conv.wt.shape[0], w.shape[1], dtype=w.dtype)
+        wt = wt.to(w.device)
+        wt[:n_inputs] = w
+        self.S = self.widen(wt, self.skip.b)
+        self.skip = None
+        self.step = self._make_step()
 
     def pre(self, x: torch.Tensor) -> torch.Tensor:
         """Scaled pre-activation (B, 2C) of a per-step convolution."""
@@ -186,7 +229,7 @@ class _Block:
         if self.causal is not None:
             self.causal(inp, self.P)
         else:
-            torch.addmm(self.conv.b, inp, self.conv.wt, out=self.P)
+            torch.addmm(self.conv.b, inp, self.conv.wt, out=self.W)
         return self.finish(x if self.skip is None else self.skip(x))
 
     def _make_step(self):
@@ -196,6 +239,7 @@ class _Block:
         the Python around them costs as much as the products themselves.
         """
         P, Pa, Pg, A, out_wt = self.P, self.Pa, self.Pg, self.A, self.out_wt
+        W, S = self.W, self.S
         addmm, addcmul = torch.addmm, torch.addcmul
         sb, sw = (None, None) if self.skip is None else (self.skip.b, self.skip.wt)
         causal = self.causal
@@ -203,7 +247,7 @@ class _Block:
             cb, cw = self.conv.b, self.conv.wt
 
             def pre(inp):
-                addmm(cb, inp, cw, out=P)
+                addmm(cb, inp, cw, out=W)  # P and any fused columns
 
         elif causal.k == 2:
             q, cur, past, b = causal.queue, causal.cur, causal.past[0], causal.b
@@ -218,7 +262,15 @@ class _Block:
             def pre(inp):
                 causal(inp, P)
 
-        if sw is None:
+        if S is not None:  # skip projection computed with the convolution
+
+            def step(x, inp):
+                pre(inp)
+                P.tanh_()
+                addcmul(Pa, Pa, Pg, out=A)
+                return addmm(S, A, out_wt)
+
+        elif sw is None:
 
             def step(x, inp):
                 pre(inp)
@@ -307,6 +359,13 @@ class StreamingSimulator:
             else:
                 self.priors.append(_Proj(td.prior.weight, td.prior.bias))
         self.head = _Proj(model.head.weight, model.head.bias)
+        for blocks in self.mixers:  # the mixer's input is also its skip's input
+            for blk in blocks:
+                blk.fuse_skip(blk.conv.wt.shape[0])
+        if latent == "prior_mean":
+            for lv in range(cfg.n_levels):
+                if self.priors[lv] is not None:
+                    self._fold_prior_mean(lv)
         if self.u is not None:
             # per-step views, made once: u_t and u_{t+1} (0 after the end)
             self.u_steps = self.u.unbind(-1)
@@ -314,6 +373,33 @@ class StreamingSimulator:
             self.u_next = [*self.u_steps[1:], zero]
         self.t = 0
         self._reset()
+
+    def _fold_prior_mean(self, lv: int) -> None:
+        """Fold z = prior mean (affine in h) into the level's decoder weights.
+
+        The decoder blocks read [g, z] with z = h P + p: block 0 (g = h) gets
+        the weight W_g + P W_z, and block i > 0 the bias b_i + (h P + p) W_z,
+        an extra output of block 0's matrix product. The prior and the
+        concatenations then cost nothing per step.
+        """
+        prior, blocks = self.priors[lv], self.decoders[lv]
+        n_z = prior.wt.shape[1]
+        for i, blk in enumerate(blocks):
+            learned_up = blk.kind == "UpsampleBlock" and blk.resampling == "learned"
+            wt, b = (blk.wt, blk.bt) if learned_up else (blk.conv.wt, blk.conv.b)
+            w_g, w_z = wt[:-n_z], wt[-n_z:]
+            h_term, b_term = prior.wt @ w_z, b + prior.b @ w_z
+            if i == 0:
+                wt, b = w_g + h_term, b_term
+            else:  # block 0 is a 1x1 gated block: it computes the bias
+                wt, b = w_g, blocks[0].widen(h_term, b_term)
+            if learned_up:
+                blk.wt, blk.bt = wt, b
+            else:
+                blk.conv.wt, blk.conv.b = wt, b
+                if blk.step is not None:
+                    blk.step = blk._make_step()
+        self.priors[lv] = None
 
     # ------------------------------------------------------------------ state
     def _reset(self) -> None:
@@ -380,7 +466,7 @@ class StreamingSimulator:
             skip = pool_blocks(second, blk.stride, "scaled_sum")[..., 0]
             return _gate_out(pre, blk.out_wt, skip)  # (B, C_l)
         X = torch.cat(acc, dim=1)  # (B, S * C_in), step-major
-        torch.addmm(blk.conv.b, X, blk.conv.wt, out=blk.P)
+        torch.addmm(blk.conv.b, X, blk.conv.wt, out=blk.W)
         skip = X.view(X.shape[0], blk.stride, -1).mean(1)  # (B, C_in)
         # a 1x1 projection commutes with the block mean
         return blk.finish(skip if blk.skip is None else blk.skip(skip))
@@ -433,7 +519,7 @@ class StreamingSimulator:
                 continue
             skip = g if blk.skip is None else blk.skip(g)  # (B, C_out)
             if blk.resampling == "learned":
-                torch.addmm(blk.bt, inp, blk.wt, out=blk.P.view(g.shape[0], -1))
+                torch.addmm(blk.bt, inp, blk.wt, out=blk.W.view(g.shape[0], -1))
                 return blk.finish(skip).unbind(1)  # S x (B, C_out)
             g = blk.gated(g, inp)
             return [g] * blk.stride  # nearest-neighbour repeat
