@@ -4,6 +4,13 @@ The loop is layered: the estimator (or the command line) calls
 :meth:`Trainer.train_step` on batches and :meth:`Trainer.evaluate` on
 validation batches; each returns a dictionary of floats. The learning rate
 and the free-bits threshold are pure functions of the iteration count.
+
+With ``data_parallel=True`` (an initialised :mod:`torch.distributed` process
+group) every process passes the same *global* batch to
+:meth:`Trainer.train_step`, draws the noise of the whole batch from the same
+random stream, and trains on its contiguous slice of it through
+:class:`~torch.nn.parallel.DistributedDataParallel`; one step then equals a
+one-process step on the global batch.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from .config import TrainConfig
 from .model import MSSTCN
@@ -148,9 +157,18 @@ class Trainer:
         The network, already on its device.
     config : TrainConfig
     device : torch.device
+    data_parallel : bool, default=False
+        Train data-parallel over the default :mod:`torch.distributed`
+        process group (see :meth:`train_step`). The model is wrapped in
+        :class:`~torch.nn.parallel.DistributedDataParallel` for the training
+        forward pass only; ``model``, :meth:`evaluate`, :meth:`snapshot` and
+        the state dicts use the bare network.
 
     Attributes
     ----------
+    rank, world_size : int
+        This process's place in the process group (0 and 1 without
+        ``data_parallel``).
     iteration : int
         Optimiser steps taken (skipped steps excluded).
     n_skipped : int
@@ -159,7 +177,14 @@ class Trainer:
         Extra learning-rate factor, lowered after divergences.
     """
 
-    def __init__(self, model: MSSTCN, config: TrainConfig, device: torch.device):
+    def __init__(
+        self,
+        model: MSSTCN,
+        config: TrainConfig,
+        device: torch.device,
+        *,
+        data_parallel: bool = False,
+    ):
         self.model = model
         self.config = config
         self.device = device
@@ -169,6 +194,19 @@ class Trainer:
         self.consecutive_bad = 0
         self.lr_scale = 1.0
         self.loss_hook = None  # test seam: callable(loss, iteration) -> loss
+        self.rank, self.world_size = 0, 1
+        self._forward = model  # what the training step calls
+        self._comm_device = device  # where flags and sums are all-reduced
+        if data_parallel:
+            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+            ids = [device.index] if device.type == "cuda" else None
+            self._forward = DistributedDataParallel(model, device_ids=ids)
+            if dist.get_backend() == "gloo":
+                self._comm_device = torch.device("cpu")
+
+    def release(self) -> None:
+        """Drop the DistributedDataParallel wrapper (after the last step)."""
+        self._forward = self.model
 
     @property
     def threshold(self) -> float:
@@ -191,6 +229,15 @@ class Trainer:
     def train_step(self, batch: Batch) -> dict:
         """One optimiser step on a batch; non-finite steps are skipped.
 
+        Data-parallel, ``batch`` is the global batch, the same on every
+        process: the input noise and the posterior noise are drawn for the
+        whole batch (the same random numbers as one process would draw), and
+        this process computes the loss, the mean over its contiguous slice
+        of ``B / world_size`` sequences, whose gradients
+        DistributedDataParallel averages. A step is skipped on every process
+        when the loss or the gradient norm is not finite on any of them, and
+        the returned terms are averaged over the processes.
+
         Parameters
         ----------
         batch : Batch
@@ -205,28 +252,36 @@ class Trainer:
             ``lr``, ``threshold``.
         """
         self.model.train()
-        batch = batch.to(self.device, non_blocking=True)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate
         threshold = self.threshold
-        y_in = None
-        if self.config.input_noise > 0:
-            y_in = batch.y + self.config.input_noise * torch.randn_like(batch.y)
+        if self.world_size > 1:
+            batch, y_in, noise = self._shard(batch)
+        else:
+            batch = batch.to(self.device, non_blocking=True)
+            y_in, noise = None, None
+            if self.config.input_noise > 0:
+                y_in = batch.y + self.config.input_noise * torch.randn_like(batch.y)
         with self._autocast():
-            out = self.model(
-                batch.y, batch.u, batch.lengths, latent="posterior", y_input=y_in
+            out = self._forward(
+                batch.y,
+                batch.u,
+                batch.lengths,
+                latent="posterior",
+                noise=noise,
+                y_input=y_in,
             )
         loss, terms = training_loss(out, threshold, self.config.objective)
         if self.loss_hook is not None:
             loss = self.loss_hook(loss, self.iteration)
         self.optimizer.zero_grad(set_to_none=True)
-        skipped = not bool(torch.isfinite(loss))
+        skipped = self._on_any_rank(not bool(torch.isfinite(loss)))
         if not skipped:
             loss.backward()
             params = [p for p in self.model.parameters() if p.grad is not None]
             clip = self.config.grad_clip if self.config.grad_clip else math.inf
             norm = torch.nn.utils.clip_grad_norm_(params, clip)
-            skipped = not bool(torch.isfinite(norm))
+            skipped = self._on_any_rank(not bool(torch.isfinite(norm)))
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
             self.n_skipped += 1
@@ -235,13 +290,72 @@ class Trainer:
             self.optimizer.step()
             self.iteration += 1
             self.consecutive_bad = 0
-        row = _summarise(terms)
+        row = self._step_terms(loss, terms)
         row.update(
-            loss=float(loss.detach()),
             skipped=skipped,
             lr=self.optimizer.param_groups[0]["lr"],
             threshold=threshold,
         )
+        return row
+
+    def _shard(self, batch: Batch) -> tuple:
+        """Slice of a global batch for this process, with its input and latent noise.
+
+        The noise is drawn for the global batch in the order the model draws
+        it (input noise, then the latent levels top-down), so that every
+        process consumes the random stream as a one-process step would.
+        """
+        B, _, T = batch.y.shape
+        if B % self.world_size:
+            raise ValueError(
+                f"the batch of {B} sequences cannot be split evenly over "
+                f"{self.world_size} processes"
+            )
+        n = B // self.world_size
+        rows = slice(self.rank * n, (self.rank + 1) * n)
+        dtype = next(self.model.parameters()).dtype
+        eps_y = None
+        if self.config.input_noise > 0:  # as torch.randn_like(batch.y)
+            eps_y = torch.randn(batch.y.shape, dtype=batch.y.dtype, device=self.device)
+        shapes = self.model.latent_shapes(B, T)
+        noise: list[torch.Tensor | None] = [None] * len(shapes)
+        for level in reversed(range(len(shapes))):
+            if self.model.top_down[level].use_latents:
+                eps = torch.randn(shapes[level], dtype=dtype, device=self.device)
+                noise[level] = eps[rows]
+        local = Batch(
+            batch.y[rows],
+            None if batch.u is None else batch.u[rows],
+            None if batch.lengths is None else batch.lengths[rows],
+        ).to(self.device, non_blocking=True)
+        y_in = None
+        if eps_y is not None:
+            y_in = local.y + self.config.input_noise * eps_y[rows]
+        return local, y_in, noise
+
+    def _on_any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any process (a collective when parallel)."""
+        if self.world_size == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self._comm_device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def _step_terms(self, loss: torch.Tensor, terms: dict) -> dict:
+        """Step terms as floats, averaged over the processes when parallel."""
+        if self.world_size == 1:
+            return {**_summarise(terms), "loss": float(loss.detach())}
+        parts = [
+            loss.detach().reshape(1),
+            *(terms[k].detach().mean().reshape(1) for k in _TERMS),
+            terms["n_steps"].float().mean().reshape(1),
+            terms["kl_per_level"].detach().mean(0),
+        ]
+        t = torch.cat([p.double() for p in parts]).to(self._comm_device)
+        dist.all_reduce(t)
+        values = (t / self.world_size).tolist()
+        row = dict(zip(("loss", *_TERMS, "n_steps"), values[:5], strict=True))
+        row["kl_per_level"] = values[5:]
         return row
 
     @torch.no_grad()
@@ -324,6 +438,9 @@ class Trainer:
             _set_numpy_state(state["numpy_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+_TERMS = ("elbo", "log_lik", "kl")
 
 
 def _summarise(terms: dict) -> dict:
