@@ -6,7 +6,8 @@ Subcommands:
     Offline demo: a simulated Wiener-Hammerstein system, MS-STCN against
     ARX, polynomial NARX and MLP NARX; a results table, plots and JSON.
 ``fit DATA``
-    Train MS-STCN and save it (safetensors, ``MSSTCNRegressor.save``).
+    Train MS-STCN and save it (safetensors, ``MSSTCNRegressor.save``);
+    data-parallel under ``torchrun`` (rank 0 writes the files).
 ``evaluate MODEL DATA``
     Test metrics of a saved model (simulation errors, or the ELBO for
     output-only data such as handwriting and speech).
@@ -725,16 +726,39 @@ def _sidecar_path(model: str | Path) -> Path:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    """Train MS-STCN on DATA and save it."""
+    """Train MS-STCN on DATA and save it (rank 0 only under torchrun)."""
+    import torch.distributed as dist
+
+    def joined() -> bool:
+        return dist.is_available() and dist.is_initialized()
+
+    had_group = joined()
+    try:
+        return _fit_and_save(args)
+    finally:
+        if joined() and not had_group:
+            # the estimator joined the group that torchrun described: leave it
+            dist.destroy_process_group()
+
+
+def _fit_and_save(args: argparse.Namespace) -> int:
+    from .distributed import is_main_process
+
     data = load_data(args.data, args)
     preset = {"handwriting": "iam_ondb"}.get(data.kind)
     if data.kind == "speech":
         preset = _SPEECH_PRESETS.get(args.frame_width)
     est = _make_estimator(_estimator_params(args, preset))
-    _say(f"fitting MS-STCN on {data.name} ({len(data.train)} record(s))", args.quiet)
+    main = is_main_process()
+    _say(
+        f"fitting MS-STCN on {data.name} ({len(data.train)} record(s))",
+        args.quiet or not main,
+    )
     t0 = time.perf_counter()
     est.fit(*_fit_args(data))
     seconds = time.perf_counter() - t0
+    if not main:  # every process holds the same model; rank 0 writes it
+        return 0
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     est.save(out)
@@ -744,13 +768,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
         "fit_seconds": seconds,
         "epochs": est.n_iter_,
         "best_epoch": est.best_epoch_,
+        "processes": est.world_size_,
         **data.info,
     }
     _sidecar_path(out).write_text(json.dumps(_jsonable(side), indent=2) + "\n")
     elbo = est.history_[-1]["elbo_per_step"] if est.history_ else float("nan")
+    procs = f" on {est.world_size_} processes" if est.world_size_ > 1 else ""
     print(
-        f"saved {out} ({est.n_iter_} epochs in {seconds:.1f} s; last training "
-        f"ELBO per step {elbo:.4g} nats)"
+        f"saved {out} ({est.n_iter_} epochs in {seconds:.1f} s{procs}; last "
+        f"training ELBO per step {elbo:.4g} nats)"
     )
     return 0
 

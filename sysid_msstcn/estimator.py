@@ -1,10 +1,19 @@
-"""MSSTCNRegressor: the scikit-learn estimator around the MS-STCN model."""
+"""MSSTCNRegressor: the scikit-learn estimator around the MS-STCN model.
+
+``fit`` trains data-parallel when launched on several processes (``torchrun``
+or an initialised :mod:`torch.distributed` process group, see the
+``distributed`` parameter): every process draws the same global batch of
+windows and the same noise, trains on its slice of it through
+DistributedDataParallel, and takes the end-of-epoch decisions (validation,
+early stopping, roll-backs, ``max_time``) from rank 0.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -13,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 import xarray as xr
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
@@ -22,6 +32,7 @@ from ._utils import check_random_state_seed, resolve_device
 from ._windows import ChannelScaler, sample_windows, split_tails
 from .config import NetworkConfig, TrainConfig, config_from_dict
 from .data._validation import as_experiments, check_consistent_channels
+from .distributed import DistributedInfo, init_distributed
 from .exceptions import ConvergenceWarning, DataFormatError, DivergenceWarning
 from .model import MSSTCN
 from .objectives import elbo_terms
@@ -45,6 +56,8 @@ _DEFAULTS = {
     "free_bits": 0.5,
 }
 _MAX_ROLLBACKS = 5
+# set by torchrun for every worker; together they describe the process group
+_TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _ARRAY_TYPES = (np.ndarray, pd.DataFrame, pd.Series, xr.DataArray, xr.Dataset)
 
 
@@ -107,6 +120,12 @@ _PARAM_CHECKS = {
     "normalize": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
     "warm_start": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
     "verbose": (lambda v: isinstance(v, (int, bool, np.integer)), "an int or bool"),
+    "distributed": (
+        lambda v: (
+            isinstance(v, (bool, np.bool_)) or (isinstance(v, str) and v == "auto")
+        ),
+        "'auto', True or False",
+    ),
 }
 
 
@@ -193,6 +212,18 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         bf16 autocast on CUDA.
     device : str, default="auto"
         "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+    distributed : bool or "auto", default="auto"
+        Data-parallel training over several processes (DistributedDataParallel).
+        "auto": when a :mod:`torch.distributed` process group of several
+        processes is initialised, or when the ``torchrun`` variables
+        (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE`` > 1, ``MASTER_ADDR``,
+        ``MASTER_PORT``) are set, in which case the estimator initialises the
+        process group itself (NCCL on CUDA, Gloo on the CPU; ``device``
+        "auto" or "cuda" then means ``cuda:LOCAL_RANK``). True: the same, but
+        an error without a process group or ``torchrun``. False: one
+        process. Every process calls ``fit`` with the same data and
+        parameters; ``batch_size`` is the global batch and must be divisible
+        by the number of processes (see Notes).
     random_state : int, numpy Generator or None, default=None
     warm_start : bool, default=False
         Continue training the fitted network on the next ``fit``.
@@ -239,6 +270,9 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     output_names_ : tuple of str or None
         Output channel names (DataFrame columns, xarray coordinates).
     device_ : torch.device
+    world_size_ : int
+        Number of processes that trained in the last ``fit`` or
+        ``partial_fit`` call (1 without data parallelism).
 
     Notes
     -----
@@ -252,6 +286,21 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     ``len(y_init)`` outputs are measured values, returned unchanged.
     ``score`` is the R^2 of that simulation after a warm-up of ``n_init_``
     measured samples taken from the head of ``y``.
+
+    Data-parallel training (``distributed``, e.g. a script calling ``fit``
+    launched with ``torchrun --nproc_per_node=N``): every process draws the
+    same global batch of ``batch_size`` windows and the same input and
+    posterior noise from the same random stream (``random_state`` is taken
+    from rank 0 when it is None), and computes the loss on its contiguous
+    slice of ``batch_size / N`` windows; DistributedDataParallel averages
+    the gradients, so a step equals a one-process step on the global batch.
+    Skipped steps, roll-backs, validation, early stopping and ``max_time``
+    are decided identically on every process (rank 0's values are
+    broadcast), and after ``fit`` every process holds the same fitted
+    estimator. Only rank 0 shows the progress bar and warnings; save the
+    model from rank 0 alone. A process group that the estimator initialised
+    is left initialised for the rest of the script (destroy it with
+    :func:`torch.distributed.destroy_process_group` when done).
 
     Examples
     --------
@@ -304,6 +353,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         input_noise: float | str = "auto",
         mixed_precision: bool = False,
         device: str = "auto",
+        distributed: bool | str = "auto",
         random_state=None,
         warm_start: bool = False,
         verbose: int = 0,
@@ -341,6 +391,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.input_noise = input_noise
         self.mixed_precision = mixed_precision
         self.device = device
+        self.distributed = distributed
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
@@ -538,7 +589,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         n_out = data.n_outputs
         if reset:
             net, train = self._build_configs(n_in, n_out)
-            device = resolve_device(self.device)
+            resolve_device(self.device)  # a bad device fails before any collective
             seed = check_random_state_seed(self.random_state)
             rf = net.receptive_field
         else:
@@ -558,18 +609,100 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 f"shorter than the receptive field of the model plus one "
                 f"({rf + 1})"
             )
+        parallel = self._data_parallel(reset)
+        if parallel is not None:
+            seed = self._check_same_on_all_ranks(data, parallel, seed if reset else 0)
         if reset:
+            device = resolve_device(self.device)
+            if parallel is not None:  # cuda:LOCAL_RANK for 'auto' and 'cuda'
+                device = parallel.device
             self._initialize(data, net, train, device, seed)
             self.feature_names_in_ = _feature_names(X)
             if self.feature_names_in_ is None:
                 del self.feature_names_in_
+        elif parallel is not None:  # continue from rank 0's random streams
+            self._rng.bit_generator.state, self._torch_rng_state = _broadcast(
+                (self._rng.bit_generator.state, self._torch_rng_state), parallel
+            )
         with self._torch_rng():
             if reset:
                 self.model_ = MSSTCN(net).to(self.device_)
             us = [self._scale_in(u) for u in data.u]
             ys = [self._scale_out(v) for v in data.y]
-            self._train(us, ys)
+            self._train(us, ys, parallel)
+        self.world_size_ = 1 if parallel is None else parallel.world_size
         return self
+
+    def _data_parallel(self, reset: bool) -> DistributedInfo | None:
+        """The process group to train over (joined if needed), or None.
+
+        ``distributed="auto"`` and True use an initialised process group of
+        several processes, else the torchrun variables (joining the group
+        they describe); True raises when there is neither. A group or a
+        torchrun launch of one process trains as a single process.
+        """
+        if not isinstance(self.distributed, str) and not self.distributed:
+            return None
+        group = dist.is_available() and dist.is_initialized()
+        env = all(k in os.environ for k in _TORCHRUN_VARIABLES)
+        if not (group or env):
+            if self.distributed == "auto":
+                return None
+            missing = [k for k in _TORCHRUN_VARIABLES if k not in os.environ]
+            raise ValueError(
+                "distributed=True, but torch.distributed has no process group "
+                f"and the torchrun variables {missing} are not set: launch the "
+                "script with `torchrun --nproc_per_node=N`, call "
+                "torch.distributed.init_process_group() before fit, or pass "
+                "distributed='auto' or False"
+            )
+        if group:
+            world = dist.get_world_size()
+        else:
+            try:
+                world = int(os.environ["WORLD_SIZE"])
+            except ValueError as exc:
+                raise ValueError(
+                    f"WORLD_SIZE must be an int, got {os.environ['WORLD_SIZE']!r}"
+                ) from exc
+        if world <= 1:
+            return None
+        bs = int(self._resolved()["batch_size"])
+        if bs % world:
+            raise ValueError(
+                f"batch_size={bs} must be divisible by the number of processes "
+                f"({world}) for data-parallel training: batch_size is the global "
+                f"batch, and each process trains on batch_size / {world} windows"
+            )
+        device = self.device if reset else self.device_
+        return init_distributed(device)
+
+    def _check_same_on_all_ranks(self, data, info: DistributedInfo, seed: int) -> int:
+        """Rank 0's seed, after checking that every process has the same data.
+
+        A collective: every process of the group must call it. Raises the
+        same error on every process when the data differ, so none is left
+        waiting in a later collective.
+        """
+        mine = (
+            tuple(data.lengths),
+            data.n_inputs or 0,
+            data.n_outputs,
+            float(sum(np.sum(v, dtype=np.float64) for v in data.y)),
+            float(sum(np.sum(v, dtype=np.float64) for v in data.u if v is not None)),
+            seed,
+        )
+        everyone: list = [None] * info.world_size
+        dist.all_gather_object(everyone, mine)
+        key = repr(mine[:-1])  # repr: NaN sums compare equal
+        differ = [r for r, theirs in enumerate(everyone) if repr(theirs[:-1]) != key]
+        if differ:
+            raise ValueError(
+                f"data-parallel fit: process {info.rank} and process {differ[0]} "
+                "were given different data (lengths, channels or values); every "
+                "process must call fit with the same X and y"
+            )
+        return everyone[0][-1]
 
     @contextlib.contextmanager
     def _torch_rng(self):
@@ -693,7 +826,8 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             count += err.size
         return math.sqrt(se / max(count, 1))
 
-    def _train(self, us, ys) -> None:
+    def _train(self, us, ys, parallel: DistributedInfo | None = None) -> None:
+        main = parallel is None or parallel.is_main  # shows progress and warns
         lengths = [v.shape[0] for v in ys]
         train_seg, valid_seg = self._split(lengths)
         metric = self._stopping_metric()
@@ -707,7 +841,12 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self._batch(us, ys, valid_seg[k : k + bs])
             for k in range(0, len(valid_seg), bs)
         ]
-        trainer = Trainer(self.model_, self.train_config_, self.device_)
+        trainer = Trainer(
+            self.model_,
+            self.train_config_,
+            self.device_,
+            data_parallel=parallel is not None,
+        )
         if self._trainer_state is not None:
             trainer.optimizer.load_state_dict(self._trainer_state["optimizer"])
             trainer.iteration = self._trainer_state["iteration"]
@@ -715,7 +854,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         best = (-math.inf, trainer.snapshot(), self.n_iter_)
         good = trainer.snapshot()
         no_improve, rollbacks = 0, 0
-        bar = _progress(self.max_iter, self.verbose)
+        bar = _progress(self.max_iter, self.verbose if main else 0)
         stopped_early = False
         t_start = time.perf_counter()
         try:
@@ -736,13 +875,15 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                             "skipped_steps": trainer.n_skipped,
                         }
                         self.history_events_.append(event)
-                        warnings.warn(
-                            "non-finite loss or gradients in 3 consecutive steps: "
-                            "weights rolled back to the last good epoch and the "
-                            f"learning rate halved (factor {trainer.lr_scale:g})",
-                            DivergenceWarning,
-                            stacklevel=3,
-                        )
+                        if main:
+                            warnings.warn(
+                                "non-finite loss or gradients in 3 consecutive "
+                                "steps: weights rolled back to the last good epoch "
+                                "and the learning rate halved (factor "
+                                f"{trainer.lr_scale:g})",
+                                DivergenceWarning,
+                                stacklevel=3,
+                            )
                         if rollbacks > _MAX_ROLLBACKS:
                             break
                 self.n_iter_ += 1
@@ -764,12 +905,20 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                         score = -sim_rmse if math.isfinite(sim_rmse) else -math.inf
                 else:
                     score = row["elbo_per_step"]
-                self.history_.append(row)
                 finite = math.isfinite(score) and all(
                     bool(torch.isfinite(p).all()) for p in self.model_.parameters()
                 )
                 if finite:  # the state the epoch ends in must evaluate finitely
                     finite = self._probe_finite(self._batch(us, ys, wins))
+                elapsed = time.perf_counter() - t_start
+                if parallel is not None:
+                    # every rank computed the same values (same weights and
+                    # random stream); rank 0's are taken so that rounding on
+                    # different devices and clocks cannot split the decisions
+                    row, score, finite, elapsed = _broadcast(
+                        (row, score, finite, elapsed), parallel
+                    )
+                self.history_.append(row)
                 if finite:
                     good = trainer.snapshot()
                 else:
@@ -785,13 +934,15 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                             "skipped_steps": trainer.n_skipped,
                         }
                     )
-                    warnings.warn(
-                        "the epoch ended in a non-finite state (weights or loss): "
-                        "weights rolled back to the last good epoch and the "
-                        f"learning rate halved (factor {trainer.lr_scale:g})",
-                        DivergenceWarning,
-                        stacklevel=3,
-                    )
+                    if main:
+                        warnings.warn(
+                            "the epoch ended in a non-finite state (weights or "
+                            "loss): weights rolled back to the last good epoch "
+                            "and the learning rate halved (factor "
+                            f"{trainer.lr_scale:g})",
+                            DivergenceWarning,
+                            stacklevel=3,
+                        )
                 if finite and score > best[0] + self.tol:
                     best = (score, trainer.snapshot(), self.n_iter_)
                     no_improve = 0
@@ -799,12 +950,13 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     no_improve += 1
                 bar.update(row)
                 if rollbacks > _MAX_ROLLBACKS:
-                    warnings.warn(
-                        "training stopped: it kept diverging after "
-                        f"{_MAX_ROLLBACKS} roll-backs",
-                        DivergenceWarning,
-                        stacklevel=2,
-                    )
+                    if main:
+                        warnings.warn(
+                            "training stopped: it kept diverging after "
+                            f"{_MAX_ROLLBACKS} roll-backs",
+                            DivergenceWarning,
+                            stacklevel=2,
+                        )
                     break
                 if (
                     self.early_stopping
@@ -813,7 +965,6 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 ):
                     stopped_early = True
                     break
-                elapsed = time.perf_counter() - t_start
                 if self.max_time is not None and elapsed >= self.max_time:
                     self.history_events_.append(
                         {"epoch": self.n_iter_, "event": "max_time", "seconds": elapsed}
@@ -822,13 +973,15 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     break
         except KeyboardInterrupt:
             self.history_events_.append({"epoch": self.n_iter_, "event": "interrupted"})
-            warnings.warn(
-                "training interrupted; keeping the best weights so far",
-                UserWarning,
-                stacklevel=2,
-            )
+            if main:
+                warnings.warn(
+                    "training interrupted; keeping the best weights so far",
+                    UserWarning,
+                    stacklevel=2,
+                )
         finally:
             bar.close()
+            trainer.release()
         if best[2] > 0 or best[0] > -math.inf:
             trainer.restore(best[1])
             self.best_epoch_ = best[2]
@@ -844,6 +997,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             and self.early_stopping
             and valid_batches
             and self.verbose
+            and main
         ):
             warnings.warn(
                 f"stopped at max_iter={self.max_iter} before early stopping",
@@ -1328,6 +1482,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 "n_iter_": self.n_iter_,
                 "best_epoch_": self.best_epoch_,
                 "window_": getattr(self, "window_", None),
+                "world_size_": getattr(self, "world_size_", 1),
                 "x_scaler_": self.x_scaler_.to_dict() if self.n_features_in_ else None,
                 "y_scaler_": self.y_scaler_.to_dict(),
                 "history_": _jsonable(self.history_),
@@ -1441,6 +1596,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             setattr(self, key, fitted[key])
         if fitted.get("window_") is not None:
             self.window_ = fitted["window_"]
+        self.world_size_ = int(fitted.get("world_size_", 1))
         names = fitted.get("output_names_")
         self.output_names_ = None if names is None else tuple(names)
         if fitted.get("feature_names_in_") is not None:
@@ -1480,6 +1636,14 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             model = MSSTCN(self.network_config_)
             model.load_state_dict(weights)
             self.model_ = model.to(dev)
+
+
+def _broadcast(obj, info: DistributedInfo):
+    """Rank 0's ``obj`` on every process (a collective)."""
+    box = [obj]
+    device = info.device if dist.get_backend() == "nccl" else None
+    dist.broadcast_object_list(box, src=0, device=device)
+    return box[0]
 
 
 def _x_items(X) -> list:
