@@ -392,5 +392,90 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def markdown_table(result: dict) -> str:
+    """The result as a Markdown table (rendered in the documentation).
+
+    Parameters
+    ----------
+    result : dict
+        A result of :func:`main` or :func:`merge`.
+
+    Returns
+    -------
+    str
+    """
+    hw = result.get("hardware", {})
+    lines = [
+        "# Free-run simulation speed: cached streaming vs full recompute",
+        "",
+        f"{result.get('description', '')}. Hardware: {hw.get('cpu_model', '?')}, "
+        f"{hw.get('torch_threads', '?')} torch threads, torch "
+        f"{hw.get('torch_version', '?')}; date {result.get('date', '?')}; "
+        f"commit `{result.get('git', {}).get('commit', '?')}`. "
+        "Recompute times marked * are extrapolated from a shorter prefix "
+        "with the fitted quadratic law.",
+        "",
+        "| preset | T | streaming (s) | per step (ms) | recompute (s) | speed-up "
+        "| streaming peak RSS growth (MiB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    runs = {(r["preset"], r["method"], r["n_steps"]): r for r in result["runs"]}
+    for preset, summ in result["summary"].items():
+        ns = sorted(n for p, m, n in runs if p == preset and m == "streaming")
+        for n in ns:
+            st = runs[(preset, "streaming", n)]
+            rc = runs.get((preset, "recompute", n))
+            sp = summ["speedup"].get(str(n))
+            rc_txt = "–" if rc is None else f"{rc['wall_s']:.4g}"
+            if rc is not None and rc["extrapolated"]:
+                rc_txt += "*"
+            sp_txt = "–" if sp is None else f"{sp['value']:.0f}x"
+            lines.append(
+                f"| `{preset}` | {n:,} | {st['wall_s']:.3g} | "
+                f"{1e3 * st['s_per_step']:.3f} | {rc_txt} | {sp_txt} | "
+                f"{st.get('peak_rss_delta_mib', 0):.0f} |"
+            )
+    lines.append("")
+    for preset, summ in result["summary"].items():
+        exp = summ["streaming_time_exponent"]
+        rexp = summ.get("recompute_time_exponent")
+        lines.append(
+            f"- `{preset}`: streaming time grows as T^{exp:.2f}"
+            + ("" if rexp is None else f" (recompute: T^{rexp:.2f})")
+            + f"; streaming equals the parallel forward pass to "
+            f"{summ['agreement_max_abs_diff']:.1e} (float32)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def merge(paths: list[Path]) -> dict:
+    """Merge the results of several invocations (e.g. one per preset).
+
+    Parameters
+    ----------
+    paths : list of Path
+
+    Returns
+    -------
+    dict
+        The first file's metadata with every file's runs and summaries, and
+        each file's hardware record under ``hardware_per_file``.
+    """
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    out = dict(docs[0])
+    out["runs"] = [r for d in docs for r in d["runs"]]
+    out["summary"] = {k: v for d in docs for k, v in d["summary"].items()}
+    out["hardware_per_file"] = {
+        Path(p).name: d["hardware"] for p, d in zip(paths, docs, strict=True)
+    }
+    return out
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "merge":
+        # python benchmarks/simulation_speed.py merge OUT.json A.json B.json
+        merged = merge([Path(p) for p in sys.argv[3:]])
+        Path(sys.argv[2]).write_text(json.dumps(merged, indent=2) + "\n")
+        Path(sys.argv[2]).with_suffix(".md").write_text(markdown_table(merged))
+    else:
+        main()
