@@ -41,6 +41,11 @@ from .model import MSSTCN, level_mask
 
 __all__ = ["StreamingSimulator", "simulate"]
 
+# per-step views and outputs are handled in chunks of 2**_CHUNK_BITS steps,
+# so that a long simulation keeps no per-step Python objects
+_CHUNK_BITS = 10
+_CHUNK_MASK = (1 << _CHUNK_BITS) - 1
+
 
 def _t(w: torch.Tensor) -> torch.Tensor:
     return w.t().contiguous()
@@ -378,10 +383,11 @@ class StreamingSimulator:
                 if self.priors[lv] is not None:
                     self._fold_prior_mean(lv)
         if self.u is not None:
-            # per-step views, made once: u_t and u_{t+1} (0 after the end)
-            self.u_steps = self.u.unbind(-1)
-            zero = torch.zeros_like(self.u[..., 0])
-            self.u_next = [*self.u_steps[1:], zero]
+            # (T + 1, B, C_u) view with a zero step after the end (u_{T} = 0);
+            # per-step views are made a chunk at a time (bounded memory)
+            self._u_steps = F.pad(self.u, (0, 1)).permute(2, 0, 1)
+            self._u_chunk: tuple = ()
+            self._u_chunk_id = -1
         self.t = 0
         self._reset()
 
@@ -411,6 +417,15 @@ class StreamingSimulator:
                 if blk.step is not None:
                     blk.step = blk._make_step()
         self.priors[lv] = None
+
+    def _u_at(self, t: int) -> torch.Tensor:
+        """Input of step t (zero at t = T): a (B, C_u) view."""
+        c = t >> _CHUNK_BITS
+        if c != self._u_chunk_id:
+            self._u_chunk = self._u_steps[c << _CHUNK_BITS : (c + 1) << _CHUNK_BITS]
+            self._u_chunk = self._u_chunk.unbind(0)
+            self._u_chunk_id = c
+        return self._u_chunk[t & _CHUNK_MASK]
 
     # ------------------------------------------------------------------ state
     def _reset(self) -> None:
@@ -508,7 +523,7 @@ class StreamingSimulator:
     def _push(self, x: torch.Tensor) -> None:
         """:meth:`push` for a step without its time axis: (B, C_y)."""
         if self.u is not None:
-            x = torch.cat([x, self.u_next[self.t]], dim=1)  # (B, C_y + C_u)
+            x = torch.cat([x, self._u_at(self.t + 1)], dim=1)  # (B, C_y + C_u)
         self._push_level(0, x)
         self.t += 1
 
@@ -553,7 +568,7 @@ class StreamingSimulator:
             else:
                 parts = [self.last_d[lv]]
             if lv == 0 and self.u is not None:
-                parts.append(self.u_steps[t])
+                parts.append(self._u_at(t))
             h = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
             for blk in self.mixers[lv]:
                 h = blk.step(h, h)  # (B, C_l)
@@ -642,7 +657,13 @@ def simulate(
         if teacher_until is not None:
             forced = torch.arange(n_steps, device=sim.device) < teacher_until[:, None]
             forced = forced.to(sim.dtype)[:, None, :]  # (B, 1, T)
-    ps, outs = [], []
+    ys = torch.zeros(sim.B, c_y, n_steps, device=sim.device, dtype=sim.dtype)
+    params = torch.zeros(
+        sim.B, lik.n_params, n_steps, device=sim.device, dtype=sim.dtype
+    )
+    if n0:
+        ys[..., :n0] = y_init
+    ps, outs, start = [], [], n0
     for t in range(n0, n_steps):
         p = sim._params()  # (B, P)
         ps.append(p)
@@ -659,13 +680,8 @@ def simulate(
                 y_t = torch.lerp(y_t, steps[t], forced[..., t])
         outs.append(y_t)
         sim._push(y_t)
-    ys = torch.zeros(sim.B, c_y, n_steps, device=sim.device, dtype=sim.dtype)
-    params = torch.zeros(
-        sim.B, lik.n_params, n_steps, device=sim.device, dtype=sim.dtype
-    )
-    if n0:
-        ys[..., :n0] = y_init
-    if outs:
-        ys[..., n0:] = torch.stack(outs, dim=-1)
-        params[..., n0:] = torch.stack(ps, dim=-1)
+        if len(ps) > _CHUNK_MASK or t == n_steps - 1:  # flush a chunk
+            ys[..., start : t + 1] = torch.stack(outs, dim=-1)
+            params[..., start : t + 1] = torch.stack(ps, dim=-1)
+            ps, outs, start = [], [], t + 1
     return ys, params
