@@ -15,6 +15,20 @@ from sysid_msstcn.presets import PRESETS, preset_network_kwargs
 
 PRESET_NAMES = tuple(PRESETS)
 
+# a tiny estimator (two levels of four channels, receptive field 6) trained
+# for two epochs of two steps on the CPU: checks of the protocol, not of fit
+TINY_ESTIMATOR = {
+    "channels": (4, 4),
+    "latent_dims": (1, 1),
+    "strides": (1, 2),
+    "dilations": ((1, 2), (1,)),
+    "window": 32,
+    "batch_size": 4,
+    "max_iter": 2,
+    "steps_per_epoch": 2,
+    "device": "cpu",
+}
+
 
 def tiny_kwargs(
     name: str,

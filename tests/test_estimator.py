@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _tiny import TINY_ESTIMATOR
 
 from sysid_msstcn import MSSTCNRegressor
 from sysid_msstcn import estimator as estimator_module
@@ -22,17 +23,7 @@ from sysid_msstcn.training import Trainer
 
 torch.set_num_threads(1)
 
-TINY = {
-    "channels": (4, 4),
-    "latent_dims": (1, 1),
-    "strides": (1, 2),
-    "dilations": ((1, 2), (1,)),
-    "window": 32,
-    "batch_size": 4,
-    "max_iter": 2,
-    "steps_per_epoch": 2,
-    "device": "cpu",
-}
+TINY = TINY_ESTIMATOR
 RF = 6  # receptive field of TINY
 
 

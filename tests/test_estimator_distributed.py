@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _tiny import TINY_ESTIMATOR
 
 from sysid_msstcn import MSSTCNRegressor
 from sysid_msstcn.training import Trainer
@@ -28,18 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # TINY of test_estimator.py, two epochs of three steps; input noise "auto"
 # (0.3: the data have an input) and a validation tail simulated every epoch
-PARAMS = {
-    "channels": (4, 4),
-    "latent_dims": (1, 1),
-    "strides": (1, 2),
-    "dilations": ((1, 2), (1,)),
-    "window": 32,
-    "batch_size": 4,
-    "max_iter": 2,
-    "steps_per_epoch": 3,
-    "device": "cpu",
-    "random_state": 0,
-}
+PARAMS = {**TINY_ESTIMATOR, "steps_per_epoch": 3, "random_state": 0}
 NAN_CALL = 1  # training step whose loss is made NaN in the second fit
 TIMEOUT_S = 180  # a hang fails the test instead of blocking the run
 
