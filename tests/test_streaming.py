@@ -204,3 +204,26 @@ def test_bad_arguments():
         simulate(model, 10)
     with pytest.raises(ValueError, match="y_init"):
         simulate(model, 10, u, y_init=torch.zeros(1, 1, 11, dtype=DT))
+
+
+def test_step_loop_runs_on_one_thread_and_restores_the_setting(monkeypatch):
+    """The CPU step loop uses one intra-op thread; the caller's count returns."""
+    model = build(_small())
+    _, u = random_data(model, 1, 20)
+    seen = []
+    original = StreamingSimulator._params
+
+    def spy(self):
+        seen.append(torch.get_num_threads())
+        return original(self)
+
+    monkeypatch.setattr(StreamingSimulator, "_params", spy)
+    torch.set_num_threads(2)
+    try:
+        ys, _ = simulate(model, 20, u)
+        assert set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    ref, _ = simulate(model, 20, u)
+    assert torch.equal(ys, ref)
