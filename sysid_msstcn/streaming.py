@@ -221,13 +221,21 @@ class _Block:
         ``n_inputs`` rows of the convolution input are the skip's input (the
         rest, a latent sample, gets zero weight).
         """
-        if self.skip is None or self.causal is not None or self.step is None:
+        if self.skip is None or self.step is None:
             return
         w = self.skip.wt  # (C_in, C_out)
-        wt = torch.zeros(self.conv.wt.shape[0], w.shape[1], dtype=w.dtype)
-        wt = wt.to(w.device)
-        wt[:n_inputs] = w
-        self.S = self.widen(wt, self.skip.b)
+        c = self.causal
+        if c is not None:  # the skip reads x_t: the current tap's product
+            zeros = torch.zeros_like(w)
+            c.cur = torch.cat([c.cur, w], dim=1)
+            c.past = [torch.cat([m, zeros], dim=1) for m in c.past]
+            c.b = torch.cat([c.b, self.skip.b])  # queued steps start here
+            self.S = self._buffers(w.shape[1])
+        else:
+            wt = torch.zeros(self.conv.wt.shape[0], w.shape[1], dtype=w.dtype)
+            wt = wt.to(w.device)
+            wt[:n_inputs] = w
+            self.S = self.widen(wt, self.skip.b)
         self.skip = None
         self.step = self._make_step()
 
@@ -244,9 +252,11 @@ class _Block:
         """
         inp = x if inp is None else inp
         if self.causal is not None:
-            self.causal(inp, self.P)
+            self.causal(inp, self.W)
         else:
             torch.addmm(self.conv.b, inp, self.conv.wt, out=self.W)
+        if self.S is not None:  # skip projection fused into the product
+            return self.finish(self.S)
         return self.finish(x if self.skip is None else self.skip(x))
 
     def _make_step(self):
@@ -271,13 +281,13 @@ class _Block:
             popleft, append = q.popleft, q.append
 
             def pre(inp):
-                addmm(popleft(), inp, cur, out=P)
+                addmm(popleft(), inp, cur, out=W)  # P and any fused columns
                 append(addmm(b, inp, past))  # x_t's share of step t + dil
 
         else:
 
             def pre(inp):
-                causal(inp, P)
+                causal(inp, W)
 
         if S is not None:  # skip projection computed with the convolution
 
@@ -376,9 +386,11 @@ class StreamingSimulator:
             else:
                 self.priors.append(_Proj(td.prior.weight, td.prior.bias))
         self.head = _Proj(model.head.weight, model.head.bias)
-        for blocks in self.mixers:  # the mixer's input is also its skip's input
+        for blocks in self.mixers + self.bottom:  # the input is the skip's input
             for blk in blocks:
-                blk.fuse_skip(blk.conv.wt.shape[0])
+                if blk.step is not None:
+                    rows = (blk.causal.cur if blk.causal else blk.conv.wt).shape[0]
+                    blk.fuse_skip(rows)
         if latent == "prior_mean":
             for lv in range(cfg.n_levels):
                 if self.priors[lv] is not None:
