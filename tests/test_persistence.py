@@ -16,6 +16,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from _tiny import TINY_ESTIMATOR
 from sklearn.exceptions import NotFittedError
 
 from sysid_msstcn import MSSTCNRegressor
@@ -23,17 +24,7 @@ from sysid_msstcn.exceptions import DataFormatError
 
 torch.set_num_threads(1)
 
-TINY = {
-    "channels": (4, 4),
-    "latent_dims": (1, 1),
-    "strides": (1, 2),
-    "dilations": ((1, 2), (1,)),
-    "window": 32,
-    "batch_size": 4,
-    "max_iter": 2,
-    "steps_per_epoch": 2,
-    "device": "cpu",
-}
+TINY = TINY_ESTIMATOR
 
 
 def _system(n: int = 160, n_u: int = 1, n_y: int = 1, seed: int = 0):

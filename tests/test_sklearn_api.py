@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from _tiny import TINY_ESTIMATOR
 from sklearn.base import clone, is_regressor
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.model_selection import GridSearchCV, TimeSeriesSplit, cross_val_score
@@ -21,17 +22,7 @@ from sysid_msstcn import MSSTCNRegressor
 
 torch.set_num_threads(1)
 
-TINY = {
-    "channels": (4, 4),
-    "latent_dims": (1, 1),
-    "strides": (1, 2),
-    "dilations": ((1, 2), (1,)),
-    "window": 32,
-    "batch_size": 4,
-    "max_iter": 2,
-    "steps_per_epoch": 2,
-    "device": "cpu",
-}
+TINY = TINY_ESTIMATOR
 
 EXPECTED_FAILED_CHECKS = {
     "check_methods_sample_order_invariance": (
