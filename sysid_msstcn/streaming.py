@@ -65,7 +65,7 @@ def _gate_scale(n: int, dtype, device) -> torch.Tensor:
 
 
 class _Proj:
-    """A 1x1 convolution applied to one step: base + x @ W^T as one addmm."""
+    """A 1x1 convolution applied to one step: b + x @ W^T as one addmm."""
 
     __slots__ = ("b", "wt")
 
@@ -76,11 +76,10 @@ class _Proj:
         self.wt = _t(w)  # (I, O)
         self.b = bias
 
-    def __call__(self, x: torch.Tensor, base: torch.Tensor | None = None):
-        base = self.b if base is None else base
-        if base is None:
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.b is None:
             return x @ self.wt  # (B, O)
-        return torch.addmm(base, x, self.wt)  # (B, O)
+        return torch.addmm(self.b, x, self.wt)  # (B, O)
 
 
 def _skip(module: nn.Module) -> _Proj | None:

@@ -28,6 +28,26 @@ TINY_ESTIMATOR = {
     "steps_per_epoch": 2,
     "device": "cpu",
 }
+# one epoch of two steps on batches of two short windows, seeded: the
+# robustness, property and untrusted-file tests
+TINY_FAST = {
+    **TINY_ESTIMATOR,
+    "max_iter": 1,
+    "batch_size": 2,
+    "window": 16,
+    "random_state": 0,
+}
+# the tiny network as command-line options of `sysid-msstcn fit`
+TINY_CLI_NETWORK = [
+    "--channels",
+    "[4,4]",
+    "--latent-dims",
+    "[1,1]",
+    "--strides",
+    "[1,2]",
+    "--dilations",
+    "[[1,2],[1]]",
+]
 
 
 def tiny_kwargs(

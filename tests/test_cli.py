@@ -9,19 +9,13 @@ import sys
 import numpy as np
 import pytest
 import xarray as xr
+from _tiny import TINY_CLI_NETWORK
 
 from sysid_msstcn import cli
 from sysid_msstcn.data import make_io_dataset, make_wiener_hammerstein
 
 TINY = [
-    "--channels",
-    "[4,4]",
-    "--latent-dims",
-    "[1,1]",
-    "--strides",
-    "[1,2]",
-    "--dilations",
-    "[[1,2],[1]]",
+    *TINY_CLI_NETWORK,
     "--max-iter",
     "1",
     "--steps-per-epoch",

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _tiny import TINY_ESTIMATOR
+from _tiny import TINY_CLI_NETWORK, TINY_ESTIMATOR
 
 from sysid_msstcn import MSSTCNRegressor
 from sysid_msstcn.training import Trainer
@@ -277,14 +277,7 @@ def test_cli_fit_under_torchrun_writes_one_model_from_rank_0(tmp_path):
         "sysid_msstcn",
         "fit",
         str(tmp_path / "data.npz"),
-        "--channels",
-        "[4,4]",
-        "--latent-dims",
-        "[1,1]",
-        "--strides",
-        "[1,2]",
-        "--dilations",
-        "[[1,2],[1]]",
+        *TINY_CLI_NETWORK,
         "--max-iter",
         "1",
         "--steps-per-epoch",

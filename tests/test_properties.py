@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _tiny import TINY_FAST
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -141,18 +142,7 @@ def test_experiment_lists_keep_lengths_and_check_channels(lengths, n_c, data):
 
 
 # -------------------------------------------------------- estimator input
-TINY = {
-    "channels": (4, 4),
-    "latent_dims": (1, 1),
-    "strides": (1, 2),
-    "dilations": ((1, 2), (1,)),
-    "max_iter": 1,
-    "steps_per_epoch": 2,
-    "batch_size": 2,
-    "window": 16,
-    "device": "cpu",
-    "random_state": 0,
-}
+TINY = TINY_FAST
 _rng = np.random.default_rng(0)
 U = _rng.normal(size=(60, 2))
 Y = np.convolve(U[:, 0], [0.5, 0.3])[:60]

@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
+from _tiny import TINY_CLI_NETWORK, TINY_FAST
 
 from sysid_msstcn import MSSTCNRegressor, metrics
 from sysid_msstcn.data import make_io_dataset
@@ -33,18 +34,7 @@ from sysid_msstcn.exceptions import ShapeError
 
 torch.set_num_threads(1)
 
-TINY = {
-    "channels": (4, 4),
-    "latent_dims": (1, 1),
-    "strides": (1, 2),
-    "dilations": ((1, 2), (1,)),
-    "max_iter": 1,
-    "steps_per_epoch": 2,
-    "batch_size": 2,
-    "window": 16,
-    "device": "cpu",
-    "random_state": 0,
-}
+TINY = TINY_FAST
 N = 60
 _rng = np.random.default_rng(0)
 U = _rng.normal(size=(N, 2))
@@ -1006,14 +996,7 @@ def test_gap_fixed_partial_fit_validates_parameters():
 
 # ------------------------------------------------------------- command line
 CLI_TINY = [
-    "--channels",
-    "[4,4]",
-    "--latent-dims",
-    "[1,1]",
-    "--strides",
-    "[1,2]",
-    "--dilations",
-    "[[1,2],[1]]",
+    *TINY_CLI_NETWORK,
     "--max-iter",
     "1",
     "--steps-per-epoch",

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from _tiny import TINY_FAST
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -42,18 +43,7 @@ from sysid_msstcn.training import atomic_torch_save, load_checkpoint
 
 torch.set_num_threads(1)
 
-TINY = {
-    "channels": (4, 4),
-    "latent_dims": (1, 1),
-    "strides": (1, 2),
-    "dilations": ((1, 2), (1,)),
-    "max_iter": 1,
-    "steps_per_epoch": 2,
-    "batch_size": 2,
-    "window": 16,
-    "device": "cpu",
-    "random_state": 0,
-}
+TINY = TINY_FAST
 _rng = np.random.default_rng(0)
 U = _rng.normal(size=(60, 2))
 Y = np.convolve(U[:, 0], [0.5, 0.3])[:60]
