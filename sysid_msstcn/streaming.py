@@ -178,7 +178,7 @@ class _Block:
                 self.causal = _Causal(conv, scale)
             else:
                 self.conv = _Proj(w, conv.bias, scale)
-        self.batch, self.n2, self.shape = batch, n2, shape
+        self.n2, self.shape = n2, shape
         self.S: torch.Tensor | None = None  # fused skip columns, see fuse_skip
         self._buffers(0)
         # the single-step closure of a plain gated block (None for resampling)
