@@ -1,333 +1,605 @@
 """Cached streaming inference: free-run simulation linear in the record length.
 
-Every bottom-up causal convolution queues, for each step, the projections of
-its input onto the taps that later steps will read (fast Wavenet
-generation), and every level updates at its own rate: a level of cumulative
-stride D runs its downsampling block when the level below has finished a
-block, draws its latent at the first fine step of each of its blocks (from
-the prior, which only sees the delayed features) and reuses its upsampled
-output for the next D fine steps. The top-down path is made of 1x1
-convolutions and needs no cache beyond those upsampled outputs.
+Every level updates at its own rate: a level of cumulative stride D runs its
+bottom-up blocks when the level below has finished a block, and its top-down
+blocks (mixer, latent from the prior, which only sees the delayed features,
+and decoder) at the first fine step of each of its blocks; the upsampled
+output serves the next D fine steps. A causal convolution keeps, for each
+step, the contributions of past inputs to the steps that will read them
+(fast Wavenet queues), so no history is recomputed.
 
 A time step of a system-identification model is a few dozen products of
-tiny matrices, so the fixed cost of each torch call dominates. The
-simulator therefore reads the weights once into matrices laid out for
-``addmm``, evaluates each gate with one ``tanh`` (sigmoid(b) = (1 +
-tanh(b / 2)) / 2, the halves folded into the weights), reuses per-block
-buffers, fuses 1x1 skip projections into the convolution's product and, for
-deterministic latents (``"prior_mean"``), folds the prior mean into the
-decoder weights. All of this is exact algebra: the tests compare every step
-with the parallel forward pass.
+tiny matrices, so the fixed cost of each torch call dominates, and the
+simulator is built to make few of them:
+
+* The weights are read once and each level's chain of blocks is compiled
+  into a fixed list of torch calls on preallocated buffers (one list per
+  phase of the queues below). A gated block costs one ``tanh_``, one
+  ``addcmul`` (sigmoid(b) = (1 + tanh(b / 2)) / 2, the halves folded into
+  the weights) and one or two ``addmm``.
+* A top-down chain (1x1 convolutions) is affine between its gates, so its
+  weights are composed symbolically: after each gate one ``addmm`` updates
+  the partial pre-activations of all later gates and the chain's output
+  (the output head on level 0; for deterministic latents the prior mean is
+  folded in as well). The chain starts with one ``addmm`` that reads the
+  level's delayed features d and, as bias, the output of the level above,
+  already multiplied by the weights that read it.
+* A causal convolution's queue is a ring of per-step slots laid out as
+  [x_t, carry]: one ``addmm`` on the slot computes the pre-activation, the
+  skip projection and the carries that later steps will read.
+* Fed-back outputs, the features d of each level and the exogenous input
+  are stored in per-step rows, and the first block of a level reads a
+  window of rows as one matrix. The terms of the (known) input u are
+  computed for a chunk of steps at a time and enter as a per-step bias.
+
+All of this is exact algebra (sums are only reassociated): the tests compare
+every step with the parallel forward pass.
 
 A teacher-forced warm-up fills the caches with one parallel pass of the
 bottom-up network over the aligned part of ``y_init`` and replays at most
 ``total_stride - 1`` steps one by one.
 
 Shape legend: ``B`` batch (Monte Carlo samples x experiments), ``C``
-channels, ``T`` steps. Step tensors keep a time axis of length 1.
+channels, ``T`` steps, ``W`` width of a row of a buffer.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections import deque
+import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .distributions import GaussianLikelihood
-from .layers import DownsampleBlock, pool_blocks
+from .layers import DownsampleBlock, UpsampleBlock
 from .model import MSSTCN, level_mask
 
 __all__ = ["StreamingSimulator", "simulate"]
 
-# per-step views and outputs are handled in chunks of 2**_CHUNK_BITS steps,
-# so that a long simulation keeps no per-step Python objects
+# level-0 rows are handled in chunks of at most 2**_CHUNK_BITS steps (and at
+# most _CHUNK_ELEMENTS buffer elements), so that a long simulation keeps no
+# per-step Python objects; coarser levels keep _COARSE_ROWS rows per chunk
 _CHUNK_BITS = 10
-_CHUNK_MASK = (1 << _CHUNK_BITS) - 1
+_CHUNK_ELEMENTS = 1 << 22
+_COARSE_ROWS = 64
+
+_F64 = torch.float64
+_addmm, _addcmul, _baddbmm = torch.addmm, torch.addcmul, torch.baddbmm
+_tanh_ = torch.Tensor.tanh_
+
+# one torch call of a compiled chain: (function, positional args, keywords)
+_Op = tuple[Callable, tuple, dict]
 
 
-def _t(w: torch.Tensor) -> torch.Tensor:
-    return w.t().contiguous()
+def _f64(w: torch.Tensor) -> torch.Tensor:
+    """A weight as a float64 CPU tensor (weights are composed in float64)."""
+    return w.detach().to("cpu", _F64)
 
 
-def _gate_scale(n: int, dtype, device) -> torch.Tensor:
+def _gate_scale(n: int) -> torch.Tensor:
     """Row scale of a gated pre-activation: 1 for tanh rows, 1/2 for the gate.
 
     With the gate half scaled by 1/2, tanh(a) * sigmoid(b) =
     (t_a + t_a * t_b) / 2 for t = tanh(scaled pre-activation), so one tanh
     serves both halves; the final 1/2 is folded into the output projection.
     """
-    s = torch.ones(n, dtype=dtype, device=device)
+    s = torch.ones(n, dtype=_F64)
     s[n // 2 :] = 0.5
     return s
 
 
-class _Proj:
-    """A 1x1 convolution applied to one step: b + x @ W^T as one addmm."""
-
-    __slots__ = ("b", "wt")
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, scale=None):
-        w = weight.reshape(weight.shape[0], -1)  # (O, I)
-        if scale is not None:
-            w, bias = w * scale[:, None], None if bias is None else bias * scale
-        self.wt = _t(w)  # (I, O)
-        self.b = bias
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.b is None:
-            return x @ self.wt  # (B, O)
-        return torch.addmm(self.b, x, self.wt)  # (B, O)
+def _gate_ops(P: torch.Tensor, A: torch.Tensor) -> list[_Op]:
+    """A = 2 tanh(a) sigmoid(b) for the scaled pre-activation P = [a, b/2]."""
+    Pa, Pg = P.chunk(2, dim=-1)
+    return [(_tanh_, (P,), {}), (_addcmul, (Pa, Pa, Pg), {"out": A})]
 
 
-def _skip(module: nn.Module) -> _Proj | None:
-    return (
-        None if isinstance(module, nn.Identity) else _Proj(module.weight, module.bias)
-    )
+def _run(ops: list[_Op]) -> None:
+    for f, args, kw in ops:
+        f(*args, **kw)
 
 
-def _gate_out(pre: torch.Tensor, out_wt: torch.Tensor, base: torch.Tensor):
-    """Return base + W_out gate(pre) for a scaled pre-activation (B, 2C)."""
-    a, g = torch.tanh(pre).chunk(2, dim=1)
-    return torch.addmm(base, torch.addcmul(a, a, g), out_wt)
+class _Affine:
+    """An affine map of named sources, sum_s x_s @ M_s + c (float64, CPU).
 
+    The linear parts of a chain of blocks are composed with it once, so
+    that products such as W_out @ W_conv are formed when the simulator is
+    made instead of at every step.
 
-class _Causal:
-    """A causal convolution evaluated one step at a time (fast Wavenet).
-
-    Instead of keeping past inputs, every step projects its input once onto
-    the taps that later steps will need and queues the projections: the
-    pre-activation of step t is the queued sum for t plus the current tap,
-    two matrix products for kernel size 2 and no copies.
+    Parameters
+    ----------
+    terms : dict of str to torch.Tensor of shape (dim_s, dim)
+    const : torch.Tensor of shape (dim,)
     """
 
-    def __init__(self, conv: nn.Conv1d, scale: torch.Tensor) -> None:
-        w = conv.weight * scale[:, None, None]  # (O, I, k)
-        self.b = conv.bias * scale  # (O,)
-        self.k, self.dil = conv.kernel_size[0], conv.dilation[0]
-        self.cur = _t(w[..., -1])  # (I, O): tap of x_t
-        # past[m - 1] multiplies x_{t - m * dil}, m = 1 .. k - 1
-        self.past = [_t(w[..., self.k - 1 - m]) for m in range(1, self.k)]
-        self.L = (self.k - 1) * self.dil
-        self.queue: deque[torch.Tensor] = deque()
+    __slots__ = ("const", "terms")
 
-    def reset(self, batch: int) -> None:
-        """Zero history: every queued step starts from the bias alone."""
-        self.queue.clear()  # the same deque object: step closures hold it
-        self.queue.extend([self.b.expand(batch, -1)] * self.L)
+    def __init__(self, terms: dict[str, torch.Tensor], const: torch.Tensor) -> None:
+        self.terms, self.const = terms, const
 
-    def prime(self, seq: torch.Tensor) -> None:
-        """Queue the contributions of a teacher-forced history (B, I, n)."""
-        n = seq.shape[-1]
-        self.reset(seq.shape[0])
-        for i in range(self.L):  # entry i is step n + i
-            acc = self.queue[i]
-            for m in range(1, self.k):
-                tau = n + i - m * self.dil
-                if 0 <= tau < n:
-                    acc = torch.addmm(acc, seq[..., tau], self.past[m - 1])
-            self.queue[i] = acc
+    @classmethod
+    def source(cls, name: str, dim: int) -> _Affine:
+        """The identity map of a source of ``dim`` channels."""
+        return cls({name: torch.eye(dim, dtype=_F64)}, torch.zeros(dim, dtype=_F64))
 
-    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None):
-        """Pre-activation (B, O) of the current step for input x (B, I).
+    @property
+    def dim(self) -> int:
+        return self.const.shape[0]
 
-        Written into ``out`` when given (a buffer reused every step).
+    def __matmul__(self, w: torch.Tensor) -> _Affine:  # w: (dim, n)
+        return _Affine({k: m @ w for k, m in self.terms.items()}, self.const @ w)
+
+    def __mul__(self, c: float) -> _Affine:
+        return _Affine({k: m * c for k, m in self.terms.items()}, self.const * c)
+
+    def __add__(self, other: _Affine) -> _Affine:
+        terms = dict(self.terms)
+        for k, m in other.terms.items():
+            terms[k] = terms[k] + m if k in terms else m
+        return _Affine(terms, self.const + other.const)
+
+    def shift(self, c: torch.Tensor) -> _Affine:
+        """The map plus a constant c (dim,)."""
+        return _Affine(self.terms, self.const + c)
+
+    def cols(self, n: int) -> _Affine:
+        """The first n output channels."""
+        return _Affine({k: m[:, :n] for k, m in self.terms.items()}, self.const[:n])
+
+    def coef(self, name: str, dim_s: int) -> torch.Tensor:
+        """The matrix (dim_s, dim) that multiplies source ``name`` (0 if absent)."""
+        m = self.terms.get(name)
+        return torch.zeros(dim_s, self.dim, dtype=_F64) if m is None else m
+
+    @staticmethod
+    def cat(parts: list[_Affine]) -> _Affine:
+        """Concatenate the outputs of several maps."""
+        dims = {k: m.shape[0] for p in parts for k, m in p.terms.items()}
+        terms = {
+            k: torch.cat([p.coef(k, n) for p in parts], 1) for k, n in dims.items()
+        }
+        return _Affine(terms, torch.cat([p.const for p in parts]))
+
+
+def _taps(
+    conv: nn.Conv1d, scale: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Taps of a convolution as (I, O) matrices by lag (0 = current), and the bias."""
+    w = _f64(conv.weight) * scale[:, None, None]  # (O, I, k)
+    k = w.shape[-1]
+    return [w[..., k - 1 - m].t() for m in range(k)], _f64(conv.bias) * scale
+
+
+def _lin(x: _Affine, module: nn.Module) -> _Affine:
+    """A 1x1 convolution (or identity) applied to x."""
+    if isinstance(module, nn.Identity):
+        return x
+    out = x @ _f64(module.weight)[..., 0].t()
+    return out if module.bias is None else out.shift(_f64(module.bias))
+
+
+def _out_weight(block: nn.Module) -> torch.Tensor:
+    """Output projection (C, C_out) of a gated block, with the gate's 1/2."""
+    return _f64(block.out.weight)[..., 0].t() * 0.5
+
+
+def _rows(buf: torch.Tensor, lo: int = 0, hi: int | None = None) -> list:
+    """Views (B, hi - lo) of columns lo:hi of every row of a (B, R, W) buffer."""
+    return list(buf[..., lo:hi].unbind(1))
+
+
+def _windows(buf: torch.Tensor, n: int) -> list:
+    """Views (B, n W) of n consecutive rows of a (B, R, W) buffer, by last row."""
+    B, R, W = buf.shape
+    v = buf.as_strided((R - n + 1, B, n * W), (W, R * W, 1), buf.storage_offset())
+    return [None] * (n - 1) + list(v.unbind(0))
+
+
+class _History:
+    """Per-step rows (B, W) of one level, time-major per batch element.
+
+    The buffer (B, H + K, W) keeps H rows of history in front of a chunk
+    of K rows; when the chunk is full its last H rows move to the front.
+    Views of every row and window are made once.
+
+    Parameters
+    ----------
+    batch, hist, length, width : int
+        B, H, K and W.
+    window : int
+        Rows per window (the input of the next level's first block).
+    like : torch.Tensor
+        Gives the dtype and device.
+    """
+
+    def __init__(
+        self, batch: int, hist: int, length: int, width: int, window: int, like
+    ) -> None:
+        self.H, self.K = hist, length
+        self.buf = like.new_zeros(batch, hist + length, width)
+        self.rows = _rows(self.buf)
+        self.windows = _windows(self.buf, window) if window else []
+        self.i = hist - 1  # the latest row
+
+    def roll(self) -> None:
+        """Move the last H rows to the front."""
+        H, K = self.H, self.K
+        if H:
+            self.buf[:, :H] = self.buf[:, K : K + H].clone()
+
+    def advance(self) -> int:
+        """Index of the next row (rolling when the chunk is full)."""
+        i = self.i + 1
+        if i == self.H + self.K:
+            self.roll()
+            i = self.H
+        self.i = i
+        return i
+
+
+class _BottomUp:
+    """The bottom-up chain of one level, compiled for single-step evaluation.
+
+    The first block reads a window of ``n_win`` rows of the level's input
+    (rows of width ``row_width`` whose columns ``row_offset`` onwards hold
+    the input; level 0 adds the exogenous input through a per-step bias,
+    see :meth:`u_terms`), with one ``addmm`` that computes its scaled
+    pre-activation and skip term. Every later block is a causal convolution
+    evaluated on a ring of N per-step slots [x_s, c_1 .. c_{k-1}] (see
+    :class:`_Ring`).
+
+    Parameters
+    ----------
+    model : MSSTCN
+    lv : int
+    batch : int
+    row_width, row_offset : int
+    like : torch.Tensor
+        Gives the dtype and device.
+    """
+
+    def __init__(
+        self, model: MSSTCN, lv: int, batch: int, row_width: int, row_offset: int, like
+    ) -> None:
+        cfg = model.config
+        blocks = list(model.bottom_up.levels[lv])
+        n_y = cfg.n_outputs if lv == 0 else cfg.channels[lv - 1]
+        n_u = cfg.n_inputs if lv == 0 else 0
+        P, base, self.n_win = self._first(blocks[0], n_y, n_u)
+        # entry weights: window rows are [.., x, ..] with x at row_offset
+        width = P.dim + base.dim
+        q = _Affine.cat([P, base])
+        w_in = torch.zeros(self.n_win, row_width, width, dtype=_F64)
+        for tau in range(self.n_win):
+            w_in[tau, row_offset : row_offset + n_y] = q.coef(f"y{tau}", n_y)
+        self.n_u = n_u
+        self.w_u = (
+            torch.cat([q.coef(f"u{tau}", n_u) for tau in range(self.n_win)])
+            if n_u
+            else None
+        )  # (n_win C_u, W)
+        to = {"device": like.device, "dtype": like.dtype}
+        self.w_in = w_in.reshape(-1, width).to(**to)
+        self.const = q.const.to(**to)
+        if self.w_u is not None:
+            self.w_u = self.w_u.to(**to)
+        self.z1 = like.new_zeros(batch, width)
+        n2 = P.dim
+        a1 = like.new_zeros(batch, n2 // 2)
+        first = _gate_ops(self.z1[:, :n2], a1)
+        last = (self.z1[:, n2:], a1, _out_weight(blocks[0]).to(**to))
+        self.rings = [_Ring(b, batch, like) for b in blocks[1:]]
+        self.n_phases = max([r.dil for r in self.rings], default=0) + 1
+        for r in self.rings:
+            r.allocate(self.n_phases)
+        # per phase: the gate of block 1, then out -> ring, ring step, gate, ..
+        self.body: list[list[_Op]] = []
+        self.final: list[tuple] = []
+        for ph in range(self.n_phases):
+            ops, prev = list(first), last
+            for r in self.rings:
+                ops.append((_addmm, prev, {"out": r.x_in[ph]}))
+                ops += r.ops[ph]
+                prev = r.final[ph]
+            self.body.append(ops)
+            self.final.append(prev)
+
+    @staticmethod
+    def _first(block: nn.Module, n_y: int, n_u: int):
+        """Scaled pre-activation and skip term of the first block (symbolic).
+
+        Sources ``y{tau}`` (and ``u{tau}``) are the input at window row tau
+        (oldest first). Returns (P, skip, window length).
         """
-        if not self.L:
-            return torch.addmm(self.b, x, self.cur, out=out)
-        q = self.queue
-        pre = torch.addmm(q.popleft(), x, self.cur, out=out)
-        for m in range(1, self.k - 1):  # kernels > 2: add to queued steps
-            q[m * self.dil - 1] = torch.addmm(q[m * self.dil - 1], x, self.past[m - 1])
-        q.append(torch.addmm(self.b, x, self.past[-1]))  # step t + L
-        return pre
+
+        def x(tau: int) -> _Affine:
+            parts = [_Affine.source(f"y{tau}", n_y)]
+            if n_u:
+                parts.append(_Affine.source(f"u{tau}", n_u))
+            return _Affine.cat(parts)
+
+        n2 = block.conv.weight.shape[0]
+        scale = _gate_scale(n2)
+        if isinstance(block, DownsampleBlock) and block.resampling == "learned":
+            S = block.stride
+            w = _f64(block.conv.weight) * scale[:, None, None]  # (2C, I, S)
+            P = x(0) @ w[..., 0].t()
+            mean = x(0)
+            for k in range(1, S):
+                P, mean = P + x(k) @ w[..., k].t(), mean + x(k)
+            P = P.shift(_f64(block.conv.bias) * scale)
+            return P, _lin(mean * (1.0 / S), block.skip), S
+        taps, b = _taps(block.conv, scale)
+        dil = block.conv.dilation[0]
+        M = (len(taps) - 1) * dil
+        S = block.stride if isinstance(block, DownsampleBlock) else 1
+        pre, skip = [], []
+        for k in range(S):  # fixed downsampling: pre-activations summed
+            s = M + k  # window row of step k of the block
+            acc = x(s) @ taps[0]
+            for m in range(1, len(taps)):
+                acc = acc + x(s - m * dil) @ taps[m]
+            pre.append(acc.shift(b))
+            skip.append(_lin(x(s), block.skip))
+        if S == 1:
+            return pre[0], skip[0], M + 1
+        P, base = pre[0], skip[0]
+        for k in range(1, S):
+            P, base = P + pre[k], base + skip[k]
+        return P * (1 / math.sqrt(S)), base * (1 / math.sqrt(S)), M + S
+
+    def u_terms(self, u_win: torch.Tensor) -> torch.Tensor:
+        """Per-step bias of the entry: (B, n, W) from u windows (B, n, n_win C_u)."""
+        return torch.matmul(u_win, self.w_u).add_(self.const)
+
+    def run(self, phase: int, bias, window: torch.Tensor, out: torch.Tensor) -> None:
+        """One step: the level's features d (B, C) go to ``out``."""
+        _addmm(bias, window, self.w_in, out=self.z1)
+        _run(self.body[phase])
+        base, a, w = self.final[phase]
+        _addmm(base, a, w, out=out)
 
 
-class _Block:
-    """Weights of one block, prepared for single-step evaluation."""
+class _Ring:
+    """A causal gated block whose queue is a ring of per-step slots.
 
-    def __init__(self, block: nn.Module, batch: int) -> None:
-        self.kind = type(block).__name__
-        conv = block.conv
-        n2 = conv.weight.shape[0]
-        self.out_wt = _t(block.out.weight[..., 0] * 0.5)  # (C, C_out), gate's 1/2
-        self.skip = _skip(block.skip)
-        self.stride = getattr(block, "stride", 1)
-        self.resampling = getattr(block, "resampling", None)
-        self.causal: _Causal | None = None
-        self.conv: _Proj | None = None
-        w = conv.weight
-        if isinstance(conv, nn.ConvTranspose1d):
-            c_in, n2, s = w.shape  # (I, 2C, S)
-            scale = _gate_scale(n2, w.dtype, w.device)
-            # columns step-major (j * 2C + o), so the output is (B, S, 2C)
-            w = (w * scale[None, :, None]).permute(0, 2, 1)  # (I, S, 2C)
-            self.wt = w.reshape(c_in, s * n2)
-            self.bt = (conv.bias * scale).repeat(s)
-            shape = (batch, s, n2)
-            self.out_b = self.out_wt.expand(batch, -1, -1)  # (B, C, C_out)
-        else:
-            scale = _gate_scale(n2, w.dtype, w.device)
-            shape = (batch, n2)
-            if isinstance(block, DownsampleBlock) and self.resampling == "learned":
-                # inputs concatenated step-major: column j * I + c
-                self.conv = _Proj(w.permute(0, 2, 1), conv.bias, scale)
-            elif getattr(conv, "left_pad", 0):
-                self.causal = _Causal(conv, scale)
+    With carries c_m(s) = sum_{i >= m} x(s - (i - m) dil) W_i (tap i of lag
+    i dil), the pre-activation is P(s) = b + x(s) W_0 + c_1(s - dil) and
+    c_m(s) = x(s) W_m + c_{m+1}(s - dil). Slot s mod N holds [x(s), c(s -
+    dil)], so that one ``addmm`` of the slot gives [c(s), P(s), skip(s)],
+    written into slot (s + dil) mod N (any N > dil will do).
+
+    Parameters
+    ----------
+    block : GatedBlock
+    batch : int
+    like : torch.Tensor
+    """
+
+    def __init__(self, block: nn.Module, batch: int, like) -> None:
+        n2 = block.conv.weight.shape[0]
+        taps, b = _taps(block.conv, _gate_scale(n2))
+        k = len(taps)
+        self.dil = block.conv.dilation[0] if k > 1 else 0
+        c_in = taps[0].shape[0]
+        n_c = (k - 1) * n2
+        skip = None if isinstance(block.skip, nn.Identity) else block.skip
+        c_out = n2 // 2
+        n_z = n_c + n2 + (c_out if skip is not None else 0)
+        w = torch.zeros(c_in + n_c, n_z, dtype=_F64)
+        for m in range(1, k):
+            w[:c_in, (m - 1) * n2 : m * n2] = taps[m]
+            dst = n_c if m == 1 else (m - 2) * n2
+            w[c_in + (m - 1) * n2 : c_in + m * n2, dst : dst + n2] = torch.eye(n2)
+        w[:c_in, n_c : n_c + n2] = taps[0]
+        bias = torch.cat([torch.zeros(n_c, dtype=_F64), b])
+        if skip is not None:
+            w[:c_in, n_c + n2 :] = _f64(skip.weight)[..., 0].t()
+            bias = torch.cat([bias, _f64(skip.bias)])
+        to = {"device": like.device, "dtype": like.dtype}
+        self.w, self.b = w.to(**to), bias.to(**to)
+        self.taps = [t.to(**to) for t in taps]  # for priming
+        self.w_out = _out_weight(block).to(**to)
+        self.k, self.c_in, self.n2, self.n_c, self.n_z = k, c_in, n2, n_c, n_z
+        self.skip = skip
+        self.batch, self.like = batch, like
+
+    def allocate(self, n: int) -> None:
+        """Make the ring of n slots and the calls of each phase s mod n."""
+        c_in, n_c, n2 = self.c_in, self.n_c, self.n2
+        self.N = n
+        self.slots = self.like.new_zeros(n, self.batch, c_in + self.n_z)
+        self.a = self.like.new_zeros(self.batch, n2 // 2)
+        self.x_in, self.ops, self.final = [], [], []
+        for ph in range(n):
+            cur, nxt = self.slots[ph], self.slots[(ph + self.dil) % n]
+            z = nxt[:, c_in:]  # [c(s), P(s), skip(s)]
+            P = z[:, n_c : n_c + n2]
+            base = cur[:, :c_in] if self.skip is None else z[:, n_c + n2 :]
+            self.x_in.append(cur[:, :c_in])
+            self.ops.append(
+                [(_addmm, (self.b, cur[:, : c_in + n_c], self.w), {"out": z})]
+                + _gate_ops(P, self.a)
+            )
+            self.final.append((base, self.a, self.w_out))
+
+    def prime(self, x: torch.Tensor) -> None:
+        """Carries of a teacher-forced input history x (B, C_in, n) at step n."""
+        n, dil, n2 = x.shape[-1], self.dil, self.n2
+        self.slots.zero_()
+        for s in range(n - dil, n):
+            for m in range(1, self.k):  # c_m(s)
+                acc = None
+                for i in range(m, self.k):
+                    tau = s - (i - m) * dil
+                    if 0 <= tau < n:
+                        term = x[..., tau] @ self.taps[i]
+                        acc = term if acc is None else acc + term
+                if acc is not None:
+                    col = self.c_in + (m - 1) * n2
+                    self.slots[(s + dil) % self.N, :, col : col + n2] = acc
+
+
+class _TopDown:
+    """The top-down chain of one level, composed into one affine map per gate.
+
+    Stage k applies a nonlinearity (a gate, or a latent draw) to its
+    pre-activation P_k; all the pre-activations and the chain's output are
+    affine in the chain's inputs (g from the level above, the delayed
+    features d, u on level 0) and the outputs A_1 .. A_n of the stages. The
+    buffer Z_k holds [P_{k+1}, .., P_n, output] with everything known after
+    stage k added in: Z_0 = bias + [d, u] F and Z_k = tail(Z_{k-1}) + A_k
+    W_k. The bias is the level above's output projected by F_g (see
+    :meth:`link`), or the constant term at the top.
+
+    Parameters
+    ----------
+    model : MSSTCN
+    lv : int
+    latent : {"prior", "prior_mean"}
+    batch : int
+    sample : callable
+        ``sample(lv, mean, pre, z)`` draws the latent into z.
+    like : torch.Tensor
+    """
+
+    def __init__(
+        self, model: MSSTCN, lv: int, latent: str, batch: int, sample, like
+    ) -> None:
+        cfg = model.config
+        td = model.top_down[lv]
+        C = cfg.channels[lv]
+        self.has_above = lv < cfg.n_levels - 1
+        parts = [_Affine.source("g", C)] if self.has_above else []
+        parts.append(_Affine.source("d", C))
+        n_u = cfg.n_inputs if lv == 0 else 0
+        if n_u:
+            parts.append(_Affine.source("u", n_u))
+        self.stages: list[tuple[str, _Affine, int]] = []  # (kind, P_k, dim of A_k)
+        x = _Affine.cat(parts)
+        for blk in td.mixer:
+            x = self._gated(blk, x, None)
+        z = None
+        if td.use_latents:
+            w, b = _f64(td.prior.weight)[..., 0], _f64(td.prior.bias)
+            n_z = w.shape[0] // 2
+            if latent == "prior_mean":
+                z = (x @ w[:n_z].t()).shift(b[:n_z])
             else:
-                self.conv = _Proj(w, conv.bias, scale)
-        self.n2, self.shape = n2, shape
-        self.S: torch.Tensor | None = None  # fused skip columns, see fuse_skip
-        self._buffers(0)
-        # the single-step closure of a plain gated block (None for resampling)
-        self.step = self._make_step() if self.kind == "GatedBlock" else None
+                z = self._stage("sample", (x @ w.t()).shift(b), n_z)
+        g, up = x, None
+        for blk in td.decoder:
+            if isinstance(blk, UpsampleBlock) and blk.resampling == "learned":
+                inp = g if z is None else _Affine.cat([g, z])
+                wt = _f64(blk.conv.weight)  # (I, 2C, S)
+                c_in, n2, S = wt.shape
+                scale = _gate_scale(n2)
+                wt = (wt * scale[None, :, None]).permute(0, 2, 1).reshape(c_in, -1)
+                bt = (_f64(blk.conv.bias) * scale).repeat(S)  # step-major
+                self._stage("gate3d", (inp @ wt).shift(bt), n2 // 2)
+                g, up = _lin(g, blk.skip), (S, _out_weight(blk))
+            else:  # a 1x1 gated block (fixed upsampling repeats its output)
+                g = self._gated(blk, g, z)
+        if lv == 0:  # output head; y (the Gaussian mean) repeated after it
+            params = _lin(g, model.head)
+            g = _Affine.cat([params, params.cols(cfg.n_outputs)])
+        self._compile(parts, g, up, batch, sample, lv, like)
 
-    def _buffers(self, extra: int) -> torch.Tensor | None:
-        """(Re)make the per-step buffers; return the view of ``extra`` columns.
+    def _stage(self, kind: str, P: _Affine, dim: int) -> _Affine:
+        name = f"a{len(self.stages)}"
+        self.stages.append((kind, P, dim))
+        return _Affine.source(name, dim)
 
-        The pre-activation P (with its two halves as views) is the first part
-        of a wider buffer whose other columns hold outputs fused into the same
-        matrix product; A holds the gate's output.
+    def _gated(self, blk: nn.Module, x: _Affine, cond: _Affine | None) -> _Affine:
+        inp = x if cond is None else _Affine.cat([x, cond])
+        taps, b = _taps(blk.conv, _gate_scale(blk.conv.weight.shape[0]))
+        a = self._stage("gate", (inp @ taps[0]).shift(b), taps[0].shape[1] // 2)
+        return _lin(x, blk.skip) + a @ _out_weight(blk)
+
+    def _compile(self, parts, out: _Affine, up, batch, sample, lv, like) -> None:
+        to = {"device": like.device, "dtype": like.dtype}
+        qs = [P for _, P, _ in self.stages] + [out]
+        n = len(self.stages)
+        for k in range(n):  # causality: P_j does not read A_k for j <= k
+            assert all(f"a{k}" not in q.terms for q in qs[: k + 1])
+        z0 = _Affine.cat(qs)
+        self.F_g = z0.coef("g", parts[0].dim) if self.has_above else None
+        self.const = z0.const
+        names = ("d", "u")[: len(parts) - self.has_above]
+        inputs = parts[self.has_above :]  # a d row is [d, u]
+        self.w_in = torch.cat(
+            [z0.coef(s, p.dim) for s, p in zip(names, inputs, strict=True)]
+        ).to(**to)
+        self.bias = [self.const.to(**to)]  # replaced by link() below the top
+        self.z0 = like.new_zeros(batch, z0.dim)
+        self.ops: list[_Op] = []
+        self.last: tuple | None = None  # level 0: the output row is per step
+        self.g_out: list[torch.Tensor] = []
+        Z = self.z0
+        for k, (kind, P, dim) in enumerate(self.stages):
+            w_p = P.dim
+            if kind == "gate3d":
+                S = up[0]
+                A = like.new_zeros(batch, S, dim)
+                self.ops += _gate_ops(Z[:, :w_p].view(batch, S, -1), A)
+            elif kind == "gate":
+                A = like.new_zeros(batch, dim)
+                self.ops += _gate_ops(Z[:, :w_p], A)
+            else:
+                A = like.new_zeros(batch, dim)
+                self.ops.append((sample, (lv, Z[:, :dim], Z[:, dim:w_p], A), {}))
+            tail = Z[:, w_p:]
+            if k == n - 1 and up is not None:  # (B, S, C_out) from the base
+                self.g = like.new_zeros(batch, up[0], up[1].shape[1])
+                w = up[1].to(**to).expand(batch, -1, -1)
+                self.ops.append((_baddbmm, (tail.unsqueeze(1), A, w), {"out": self.g}))
+                break
+            w = torch.cat([q.coef(f"a{k}", dim) for q in qs[k + 1 :]], 1).to(**to)
+            if k == n - 1 and lv == 0:
+                self.last = (tail, A, w)
+                break
+            Z = like.new_zeros(batch, w.shape[1])
+            self.ops.append((_addmm, (tail, A, w), {"out": Z}))
+        if lv > 0 and up is None:
+            self.g = Z  # (B, C_out), the same for every fine step
+
+    def link(self, below: _TopDown, like) -> None:
+        """Project this level's output g onto the input of the level below.
+
+        One ``addmm`` per step of this level computes G_k = const + g_k F_g
+        for its S outputs; G_k is the bias of the level below's entry.
         """
-        w = self.out_wt
-        full = (*self.shape[:-1], self.shape[-1] + extra)
-        self.W = torch.empty(full, dtype=w.dtype, device=w.device)
-        self.P = self.W[..., : self.n2]
-        self.Pa, self.Pg = self.P.chunk(2, dim=-1)
-        self.A = torch.empty(self.Pa.shape, dtype=w.dtype, device=w.device)
-        return self.W[..., self.n2 :] if extra else None
-
-    def widen(self, wt: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Compute extra outputs (I, E) in this 1x1 block's matrix product.
-
-        Returns the (B, E) view of the buffer that receives them every step.
-        """
-        self.conv.wt = torch.cat([self.conv.wt, wt], dim=1)
-        self.conv.b = torch.cat([self.conv.b, b])
-        extra = self.W.shape[-1] - self.n2 + wt.shape[1]
-        view = self._buffers(extra)
-        if self.S is not None:  # keep the skip columns' view
-            self.S = view[..., : self.S.shape[-1]]
-        if self.step is not None:
-            self.step = self._make_step()
-        return view[..., extra - wt.shape[1] :]
-
-    def fuse_skip(self, n_inputs: int) -> None:
-        """Fold a 1x1 skip projection into the convolution's matrix product.
-
-        ``n_inputs`` rows of the convolution input are the skip's input (the
-        rest, a latent sample, gets zero weight).
-        """
-        if self.skip is None or self.step is None:
-            return
-        w = self.skip.wt  # (C_in, C_out)
-        c = self.causal
-        if c is not None:  # the skip reads x_t: the current tap's product
-            zeros = torch.zeros_like(w)
-            c.cur = torch.cat([c.cur, w], dim=1)
-            c.past = [torch.cat([m, zeros], dim=1) for m in c.past]
-            c.b = torch.cat([c.b, self.skip.b])  # queued steps start here
-            self.S = self._buffers(w.shape[1])
+        to = {"device": like.device, "dtype": like.dtype}
+        F_g, const = below.F_g.to(**to), below.const.to(**to)
+        g = self.g
+        if g.dim() == 3:  # learned upsampling: S outputs
+            B, S, _ = g.shape
+            G = like.new_zeros(B, S, F_g.shape[1])
+            self.ops.append(
+                (_addmm, (const, g.view(B * S, -1), F_g), {"out": G.view(B * S, -1)})
+            )
+            below.bias = list(G.unbind(1))
         else:
-            wt = torch.zeros(self.conv.wt.shape[0], w.shape[1], dtype=w.dtype)
-            wt = wt.to(w.device)
-            wt[:n_inputs] = w
-            self.S = self.widen(wt, self.skip.b)
-        self.skip = None
-        self.step = self._make_step()
+            G = like.new_zeros(g.shape[0], F_g.shape[1])
+            self.ops.append((_addmm, (const, g, F_g), {"out": G}))
+            below.bias = [G]
 
-    def pre(self, x: torch.Tensor) -> torch.Tensor:
-        """Scaled pre-activation (B, 2C) of a per-step convolution."""
-        return self.causal(x) if self.causal is not None else self.conv(x)
-
-    def gated(self, x: torch.Tensor, inp: torch.Tensor | None = None) -> torch.Tensor:
-        """A whole gated block at one step: skip(x) + out(gate(conv(inp))).
-
-        The pre-activation and the gate live in the block's buffers, so the
-        step allocates only its output (B, C_out). (Plain gated blocks run
-        the same computation through the faster closure ``step``.)
-        """
-        inp = x if inp is None else inp
-        if self.causal is not None:
-            self.causal(inp, self.W)
-        else:
-            torch.addmm(self.conv.b, inp, self.conv.wt, out=self.W)
-        if self.S is not None:  # skip projection fused into the product
-            return self.finish(self.S)
-        return self.finish(x if self.skip is None else self.skip(x))
-
-    def _make_step(self):
-        """The gated step as a closure over its tensors (no attribute look-ups).
-
-        A time step of a small model is a few dozen tiny matrix products, so
-        the Python around them costs as much as the products themselves.
-        """
-        P, Pa, Pg, A, out_wt = self.P, self.Pa, self.Pg, self.A, self.out_wt
-        W, S = self.W, self.S
-        addmm, addcmul = torch.addmm, torch.addcmul
-        sb, sw = (None, None) if self.skip is None else (self.skip.b, self.skip.wt)
-        causal = self.causal
-        if causal is None:
-            cb, cw = self.conv.b, self.conv.wt
-
-            def pre(inp):
-                addmm(cb, inp, cw, out=W)  # P and any fused columns
-
-        elif causal.k == 2:
-            q, cur, past, b = causal.queue, causal.cur, causal.past[0], causal.b
-            popleft, append = q.popleft, q.append
-
-            def pre(inp):
-                addmm(popleft(), inp, cur, out=W)  # P and any fused columns
-                append(addmm(b, inp, past))  # x_t's share of step t + dil
-
-        else:
-
-            def pre(inp):
-                causal(inp, W)
-
-        if S is not None:  # skip projection computed with the convolution
-
-            def step(x, inp):
-                pre(inp)
-                P.tanh_()
-                addcmul(Pa, Pa, Pg, out=A)
-                return addmm(S, A, out_wt)
-
-        elif sw is None:
-
-            def step(x, inp):
-                pre(inp)
-                P.tanh_()
-                addcmul(Pa, Pa, Pg, out=A)  # 2 tanh(a) sigmoid(b)
-                return addmm(x, A, out_wt)
-
-        else:
-
-            def step(x, inp):
-                pre(inp)
-                P.tanh_()
-                addcmul(Pa, Pa, Pg, out=A)
-                return addmm(addmm(sb, x, sw), A, out_wt)
-
-        return step
-
-    def finish(self, base: torch.Tensor) -> torch.Tensor:
-        """Return base + out(gate(P)) for the pre-activation in the buffer P."""
-        self.P.tanh_()
-        torch.addcmul(self.Pa, self.Pa, self.Pg, out=self.A)  # 2 tanh(a) sigmoid(b)
-        if self.P.dim() == 3:  # upsampling: (B, S, C) -> (B, S, C_out)
-            return torch.baddbmm(base.unsqueeze(1), self.A, self.out_b)
-        return torch.addmm(base, self.A, self.out_wt)
+    def run(self, phase: int, d_row: torch.Tensor, out: torch.Tensor | None) -> None:
+        """One step of the level (phase: index of the fine step in the block above)."""
+        _addmm(self.bias[phase % len(self.bias)], d_row, self.w_in, out=self.z0)
+        _run(self.ops)
+        if self.last is not None:
+            _addmm(*self.last, out=out)
 
 
 class StreamingSimulator:
     """Step-by-step evaluation of an :class:`~sysid_msstcn.model.MSSTCN`.
 
-    The convolution weights are read once into matrices, so that a time step
-    costs a few small matrix products per block.
+    The weights are read once and composed into a few matrices per block,
+    so that a time step costs a few small matrix products per block.
 
     Parameters
     ----------
@@ -365,93 +637,104 @@ class StreamingSimulator:
         if cfg.n_inputs and u is None:
             raise ValueError("the model has inputs: u is required")
         self.u = u if cfg.n_inputs else None
-        self.B = u.shape[0] if self.u is not None else int(batch or 1)
+        self.B = B = u.shape[0] if self.u is not None else int(batch or 1)
         self.latent, self.noise, self.generator = latent, noise, generator
         self.rates = cfg.cumulative_strides
         self.strides = cfg.strides
-        self.n_levels = cfg.n_levels
-        self.levels_down = list(reversed(range(cfg.n_levels)))
-        B = self.B
-        self.bottom = [[_Block(b, B) for b in lvl] for lvl in model.bottom_up.levels]
-        self.mixers = [[_Block(b, B) for b in td.mixer] for td in model.top_down]
-        self.decoders = [[_Block(b, B) for b in td.decoder] for td in model.top_down]
-        self.priors = []
-        for td in model.top_down:
-            if not td.use_latents:
-                self.priors.append(None)
-            elif latent == "prior_mean":  # only the mean rows are needed
-                z = td.prior.weight.shape[0] // 2
-                self.priors.append(_Proj(td.prior.weight[:z], td.prior.bias[:z]))
-            else:
-                self.priors.append(_Proj(td.prior.weight, td.prior.bias))
-        self.head = _Proj(model.head.weight, model.head.bias)
-        for blocks in self.mixers + self.bottom:  # the input is the skip's input
-            for blk in blocks:
-                if blk.step is not None:
-                    rows = (blk.causal.cur if blk.causal else blk.conv.wt).shape[0]
-                    blk.fuse_skip(rows)
-        if latent == "prior_mean":
-            for lv in range(cfg.n_levels):
-                if self.priors[lv] is not None:
-                    self._fold_prior_mean(lv)
+        self.n_levels = L = cfg.n_levels
+        self.levels_down = list(reversed(range(L)))
+        like = torch.empty(0, device=self.device, dtype=self.dtype)
+        c_y, n_u = cfg.n_outputs, cfg.n_inputs
+        n_p = model.likelihood.n_params
+        self._n_p = n_p
+        # the chains; level 0 reads rows [params, y], level l > 0 rows of d_{l-1}
+        bu = [_BottomUp(model, 0, B, n_p + c_y, n_p, like)]
+        for lv in range(1, L):
+            width = cfg.channels[lv - 1] + (n_u if lv == 1 else 0)
+            bu.append(_BottomUp(model, lv, B, width, 0, like))
+        self._bu = bu
+        td = [_TopDown(model, lv, latent, B, self._sample, like) for lv in range(L)]
+        for lv in range(1, L):
+            td[lv].link(td[lv - 1], like)
+        self._td = td
+        # level 0: rows of [params, y] and of [d, u_{t+1}], in chunks
+        win0, win1 = bu[0].n_win, bu[1].n_win if L > 1 else 1
+        self._h0 = h0 = max(win0 - 1, win1 - 1, 1)
+        c0 = cfg.channels[0]
+        k0 = _CHUNK_ELEMENTS // max(1, B * (2 * n_p + c_y + c0 + n_u * (win0 + 1)))
+        self._k0 = k0 = max(16, h0, min(1 << _CHUNK_BITS, k0))
+        self._pb = _History(B, h0, k0, n_p + c_y, win0, like)
+        self._db0 = _History(B, h0, k0, c0 + n_u, win1 if L > 1 else 0, like)
+        self._pb_params = _rows(self._pb.buf, 0, n_p)
+        self._pb_y = _rows(self._pb.buf, n_p)
+        self._db0_d = _rows(self._db0.buf, 0, c0)
+        # coarser levels: rows of d_l
+        self._db: list[_History | None] = [None]
+        for lv in range(1, L):
+            win = bu[lv + 1].n_win if lv + 1 < L else 0
+            h = max(win - 1, 1)
+            rows = max(_COARSE_ROWS, h)
+            self._db.append(_History(B, h, rows, cfg.channels[lv], win, like))
+        D = cfg.total_stride
+        self._td_due = [
+            [lv for lv in self.levels_down if p % self.rates[lv] == 0] for p in range(D)
+        ]
+        self._u_next = None
         if self.u is not None:
-            # (T + 1, B, C_u) view with a zero step after the end (u_{T} = 0);
-            # per-step views are made a chunk at a time (bounded memory)
-            self._u_steps = F.pad(self.u, (0, 1)).permute(2, 0, 1)
-            self._u_chunk: tuple = ()
-            self._u_chunk_id = -1
+            # x_u(t) = u_{t+1} (zero at t = T - 1), as in the bottom-up input
+            self._u_next = F.pad(self.u[..., 1:], (0, 1))
         self.t = 0
         self._reset()
 
-    def _fold_prior_mean(self, lv: int) -> None:
-        """Fold z = prior mean (affine in h) into the level's decoder weights.
-
-        The decoder blocks read [g, z] with z = h P + p: block 0 (g = h) gets
-        the weight W_g + P W_z, and block i > 0 the bias b_i + (h P + p) W_z,
-        an extra output of block 0's matrix product. The prior and the
-        concatenations then cost nothing per step.
-        """
-        prior, blocks = self.priors[lv], self.decoders[lv]
-        n_z = prior.wt.shape[1]
-        for i, blk in enumerate(blocks):
-            learned_up = blk.kind == "UpsampleBlock" and blk.resampling == "learned"
-            wt, b = (blk.wt, blk.bt) if learned_up else (blk.conv.wt, blk.conv.b)
-            w_g, w_z = wt[:-n_z], wt[-n_z:]
-            h_term, b_term = prior.wt @ w_z, b + prior.b @ w_z
-            if i == 0:
-                wt, b = w_g + h_term, b_term
-            else:  # block 0 is a 1x1 gated block: it computes the bias
-                wt, b = w_g, blocks[0].widen(h_term, b_term)
-            if learned_up:
-                blk.wt, blk.bt = wt, b
-            else:
-                blk.conv.wt, blk.conv.b = wt, b
-                if blk.step is not None:
-                    blk.step = blk._make_step()
-        self.priors[lv] = None
-
-    def _u_at(self, t: int) -> torch.Tensor:
-        """Input of step t (zero at t = T): a (B, C_u) view."""
-        c = t >> _CHUNK_BITS
-        if c != self._u_chunk_id:
-            self._u_chunk = self._u_steps[c << _CHUNK_BITS : (c + 1) << _CHUNK_BITS]
-            self._u_chunk = self._u_chunk.unbind(0)
-            self._u_chunk_id = c
-        return self._u_chunk[t & _CHUNK_MASK]
-
     # ------------------------------------------------------------------ state
-    def _reset(self) -> None:
-        self.acc: list[list[torch.Tensor]] = [[] for _ in self.bottom]
-        for blocks in self.bottom:
-            for blk in blocks:
-                if blk.causal is not None:
-                    blk.causal.reset(self.B)
-        self.last_d = [
-            torch.zeros(self.B, c, device=self.device, dtype=self.dtype)
-            for c in self.cfg.channels
-        ]
-        self.g_cache: list = [None] * self.cfg.n_levels
-        self.out: torch.Tensor | None = None
+    def _reset(self, t0: int = 0) -> None:
+        """Zero every cache; the next step is t0."""
+        self._pb.buf.zero_()
+        self._db0.buf.zero_()
+        for h in self._db[1:]:
+            h.buf.zero_()
+            h.i = h.H - 1
+        for chain in self._bu:
+            for r in chain.rings:
+                r.slots.zero_()
+        self.t = t0
+        self._start_chunk(t0)
+        self.last_d = [self._db0_d[self._r - 1]] + [h.rows[h.i] for h in self._db[1:]]
+
+    def _start_chunk(self, t0: int) -> None:
+        """Point level 0 at row H for step t0 and fill the chunk's input terms."""
+        H, K = self._h0, self._k0
+        self._r, self._r_end = H, H + K
+        self._u_rows = None
+        if self.u is None:
+            return
+        # the u column of row i is u_{t+1} for its step t = t0 - H + i
+        self._db0.buf[..., self._db0.buf.shape[-1] - self.cfg.n_inputs :] = _u_slice(
+            self.u, t0 - H + 1, H + K
+        ).transpose(1, 2)
+        # entry bias of BU level 0 for steps t0 .. t0 + K - 1 (zero for t < 0)
+        chain = self._bu[0]
+        n_win = chain.n_win
+        seg = _u_slice(self._u_next, t0 - n_win + 1, K + n_win - 1)  # (B, C_u, ..)
+        win = seg.unfold(-1, n_win, 1)  # (B, C_u, K, n_win)
+        win = win.permute(0, 2, 3, 1).reshape(self.B, K, -1)  # (B, K, n_win C_u)
+        self._u_rows = chain.u_terms(win).unbind(1)
+
+    def _next_chunk(self) -> None:
+        """Roll the level-0 rows: the chunk is full."""
+        self._pb.roll()
+        self._db0.roll()
+        self._start_chunk(self.t)
+
+    def _chunk_full(self) -> bool:
+        return self._r == self._r_end
+
+    def _recent(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Params (B, P, n) and fed-back outputs (B, C_y, n) of the last n steps."""
+        rows = self._pb.buf[:, self._r - n : self._r]
+        return rows[..., : self._n_p].transpose(1, 2), rows[..., self._n_p :].transpose(
+            1, 2
+        )
 
     def prime(self, y_init: torch.Tensor) -> None:
         """Teacher-force the first n0 = y_init.shape[-1] outputs.
@@ -466,10 +749,9 @@ class StreamingSimulator:
         n_a = (n0 // D) * D
         if n_a > 0:
             self._prime_aligned(y_init[..., :n_a])
-        self.t = n_a
-        for t in range(n_a, n0):
+        for _ in range(n_a, n0):
             self.predict_params()
-            self.push(y_init[..., t : t + 1])
+            self.push(y_init[..., self.t : self.t + 1])
 
     @torch.no_grad()
     def _prime_aligned(self, y: torch.Tensor) -> None:
@@ -481,46 +763,50 @@ class StreamingSimulator:
         lengths = torch.full((self.B,), n, device=self.device)
         masks = [level_mask(lengths, n // r, r) for r in self.rates]
         d, inputs = model.bottom_up(x, masks)
-        for lv, blocks in enumerate(self.bottom):
-            for i, blk in enumerate(blocks):
-                if blk.causal is not None:
-                    blk.causal.prime(inputs[lv][i])  # (B, C_in, n_rate)
-        self.last_d = [dl[..., -1] for dl in d]
+        self._reset(n)
+        H = self._h0
+        for h in range(1, min(H, n) + 1):  # history rows of steps n - h
+            self._pb_y[H - h].copy_(y[..., n - h])
+            self._db0_d[H - h].copy_(d[0][..., n - h])
+        for lv in range(1, self.n_levels):
+            hist, J = self._db[lv], n // self.rates[lv]
+            for h in range(1, min(hist.H, J) + 1):
+                hist.rows[hist.H - h].copy_(d[lv][..., J - h])
+        for lv, chain in enumerate(self._bu):
+            for i, ring in enumerate(chain.rings, 1):
+                ring.prime(inputs[lv][i])  # (B, C_in, n_rate)
+        self.last_d = [self._db0_d[self._r - 1]] + [h.rows[h.i] for h in self._db[1:]]
 
     # ----------------------------------------------------------- bottom-up
-    def _downsample(self, lv: int, blk: _Block, x: torch.Tensor):
-        acc = self.acc[lv]
-        if blk.resampling == "fixed":
-            acc.append((blk.pre(x), x if blk.skip is None else blk.skip(x)))
-        else:
-            acc.append(x)
-        if len(acc) < blk.stride:
-            return None
-        self.acc[lv] = []
-        if blk.resampling == "fixed":
-            first = torch.stack([a for a, _ in acc], dim=-1)  # (B, 2C, S)
-            second = torch.stack([b for _, b in acc], dim=-1)  # (B, C, S)
-            pre = pool_blocks(first, blk.stride, "scaled_sum")[..., 0]
-            skip = pool_blocks(second, blk.stride, "scaled_sum")[..., 0]
-            return _gate_out(pre, blk.out_wt, skip)  # (B, C_l)
-        X = torch.cat(acc, dim=1)  # (B, S * C_in), step-major
-        torch.addmm(blk.conv.b, X, blk.conv.wt, out=blk.W)
-        skip = X.view(X.shape[0], blk.stride, -1).mean(1)  # (B, C_in)
-        # a 1x1 projection commutes with the block mean
-        return blk.finish(skip if blk.skip is None else blk.skip(skip))
+    def _push_level(self, lv: int, x: torch.Tensor | None) -> None:
+        """Feed one input step to level lv's bottom-up network.
 
-    def _push_level(self, lv: int, x: torch.Tensor) -> None:
-        h = x
-        for blk in self.bottom[lv]:
-            if blk.step is not None:
-                h = blk.step(h, h)
-            else:  # the level's first block downsamples
-                h = self._downsample(lv, blk, h)
-                if h is None:
-                    return
-        self.last_d[lv] = h
+        The input x (B, C_in) is already in place in the rows the level
+        reads; the level runs when it completes one of its blocks, writes
+        its features d into its rows (``last_d[lv]``) and feeds them on.
+        """
+        t1 = self.t + 1
+        rate = self.rates[lv]
+        if t1 % rate:
+            return
+        chain = self._bu[lv]
+        phase = (t1 // rate - 1) % chain.n_phases
+        if lv == 0:
+            r = self._r
+            bias = chain.const if self._u_rows is None else self._u_rows[r - self._h0]
+            d = self._db0_d[r]
+            chain.run(phase, bias, self._pb.windows[r], d)
+        else:
+            below = self._db0.windows[self._r] if lv == 1 else None
+            if below is None:
+                hist = self._db[lv - 1]
+                below = hist.windows[hist.i]
+            hist = self._db[lv]
+            d = hist.rows[hist.advance()]
+            chain.run(phase, chain.const, below, d)
+        self.last_d[lv] = d
         if lv + 1 < self.n_levels:
-            self._push_level(lv + 1, h)
+            self._push_level(lv + 1, d)
 
     @torch.no_grad()
     def push(self, y_t: torch.Tensor) -> None:
@@ -532,12 +818,18 @@ class StreamingSimulator:
         """
         self._push(y_t[..., 0])
 
-    def _push(self, x: torch.Tensor) -> None:
-        """:meth:`push` for a step without its time axis: (B, C_y)."""
-        if self.u is not None:
-            x = torch.cat([x, self._u_at(self.t + 1)], dim=1)  # (B, C_y + C_u)
-        self._push_level(0, x)
+    def _push(self, x: torch.Tensor | None) -> None:
+        """:meth:`push` for a step without its time axis: (B, C_y).
+
+        ``None`` feeds back the predicted mean of a Gaussian likelihood (the
+        head writes it next to the parameters).
+        """
+        y_row = self._pb_y[self._r]
+        if x is not None:
+            y_row.copy_(x)
+        self._push_level(0, y_row)
         self.t += 1
+        self._r += 1
 
     # ------------------------------------------------------------ top-down
     def _latent_noise(self, lv: int, j: int, shape) -> torch.Tensor:
@@ -547,59 +839,53 @@ class StreamingSimulator:
             shape, generator=self.generator, device=self.device, dtype=self.dtype
         )
 
-    def _decode(self, lv: int, h: torch.Tensor, z: torch.Tensor | None):
-        """Top-down output of one coarse step: S_l tensors of shape (B, C_out)."""
-        g = h
-        for blk in self.decoders[lv]:
-            inp = g if z is None else torch.cat([g, z], dim=1)
-            if blk.kind != "UpsampleBlock":
-                g = blk.step(g, inp)
-                continue
-            skip = g if blk.skip is None else blk.skip(g)  # (B, C_out)
-            if blk.resampling == "learned":
-                torch.addmm(blk.bt, inp, blk.wt, out=blk.W.view(g.shape[0], -1))
-                return blk.finish(skip).unbind(1)  # S x (B, C_out)
-            g = blk.gated(g, inp)
-            return [g] * blk.stride  # nearest-neighbour repeat
-        return [g]
+    def _sample(
+        self, lv: int, mean: torch.Tensor, pre: torch.Tensor, z: torch.Tensor
+    ) -> None:
+        """Draw the latent z = mean + softplus(pre) eps of level lv into z."""
+        cfg = self.cfg
+        std = F.softplus(pre).clamp_(cfg.std_min, cfg.std_max)
+        eps = self._latent_noise(lv, self.t // self.rates[lv], mean.shape)
+        _addcmul(mean, std, eps, out=z)
+
+    def _decode(self, lv: int, h: torch.Tensor | None, z: torch.Tensor | None):
+        """The top-down step of level lv: mixer, latent and decoder.
+
+        They run as one compiled chain, so the mixer output h and the latent
+        z stay in its buffers (the arguments are accepted and ignored). The
+        output goes to the level below's entry bias (level 0: to the row of
+        predictive parameters).
+        """
+        phase = self.t // self.rates[lv]
+        if lv == 0:
+            self._td[0].run(phase, self._db0.rows[self._r - 1], self._pb.rows[self._r])
+        else:
+            hist = self._db[lv]
+            self._td[lv].run(phase, hist.rows[hist.i], None)
 
     @torch.no_grad()
     def predict_params(self) -> torch.Tensor:
         """Raw predictive parameters for the current step: (B, P, 1)."""
-        return self._params()[..., None]
+        return self._params()[..., None].clone()
 
     def _params(self) -> torch.Tensor:
-        """:meth:`predict_params` without the time axis: (B, P)."""
-        t, rates, top = self.t, self.rates, self.n_levels - 1
-        for lv in self.levels_down:
-            if t % rates[lv]:
-                continue
-            j = t // rates[lv]
-            if lv < top:
-                parts = [self.g_cache[lv][j % self.strides[lv + 1]], self.last_d[lv]]
-            else:
-                parts = [self.last_d[lv]]
-            if lv == 0 and self.u is not None:
-                parts.append(self._u_at(t))
-            h = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-            for blk in self.mixers[lv]:
-                h = blk.step(h, h)  # (B, C_l)
-            z = None
-            prior = self.priors[lv]
-            if prior is not None:
-                if self.latent == "prior_mean":
-                    z = prior(h)
-                else:
-                    mean, pre = prior(h).chunk(2, dim=1)
-                    cfg = self.cfg
-                    std = F.softplus(pre).clamp(cfg.std_min, cfg.std_max)
-                    z = mean + std * self._latent_noise(lv, j, mean.shape)
-            g = self._decode(lv, h, z)  # S_l x (B, C_{l-1})
-            if lv > 0:
-                self.g_cache[lv - 1] = g
-            else:
-                self.out = g[0]
-        return self.head(self.out)
+        """:meth:`predict_params` without the time axis: (B, P).
+
+        A view of the simulator's rows, valid until the chunk is rolled.
+        """
+        if self._r == self._r_end:
+            self._next_chunk()
+        for lv in self._td_due[self.t % len(self._td_due)]:
+            self._decode(lv, None, None)
+        return self._pb_params[self._r]
+
+
+def _u_slice(u: torch.Tensor, start: int, n: int) -> torch.Tensor:
+    """u[..., start:start + n] with zeros outside the record: (B, C_u, n)."""
+    T = u.shape[-1]
+    lo, hi = max(start, 0), min(start + n, T)
+    seg = u[..., lo:hi] if hi > lo else u[..., :0]
+    return F.pad(seg, (lo - start, start + n - max(hi, lo)))
 
 
 @contextlib.contextmanager
@@ -681,6 +967,8 @@ def simulate(
         sim.prime(y_init)
     # the Gaussian mean is the first half of the parameters: slice, no softplus
     gauss_mean = output == "mean" and isinstance(lik, GaussianLikelihood)
+    # ... and the head already writes it where the fed-back value goes
+    feed_mean = gauss_mean and teacher is None
     c_y = cfg.n_outputs
     forced = None
     if teacher is not None:
@@ -694,12 +982,13 @@ def simulate(
     )
     if n0:
         ys[..., :n0] = y_init
-    ps, outs, start = [], [], n0
+    start = n0
     with _one_thread(sim.device):
         for t in range(n0, n_steps):
             p = sim._params()  # (B, P)
-            ps.append(p)
-            if teacher is not None and forced is None:
+            if feed_mean:
+                y_t = None
+            elif teacher is not None and forced is None:
                 y_t = steps[t]
             else:
                 if gauss_mean:
@@ -712,10 +1001,10 @@ def simulate(
                     y_t = y_t[..., 0]
                 if forced is not None:
                     y_t = torch.lerp(y_t, steps[t], forced[..., t])
-            outs.append(y_t)
             sim._push(y_t)
-            if len(ps) > _CHUNK_MASK or t == n_steps - 1:  # flush a chunk
-                ys[..., start : t + 1] = torch.stack(outs, dim=-1)
-                params[..., start : t + 1] = torch.stack(ps, dim=-1)
-                ps, outs, start = [], [], t + 1
+            if sim._chunk_full() or t == n_steps - 1:  # copy out a chunk
+                p_c, y_c = sim._recent(t + 1 - start)
+                params[..., start : t + 1] = p_c
+                ys[..., start : t + 1] = y_c
+                start = t + 1
     return ys, params

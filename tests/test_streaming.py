@@ -6,6 +6,7 @@ import pytest
 import torch
 from _tiny import build, fixed_noise, preset_variants, random_data, tiny_config
 
+from sysid_msstcn import streaming
 from sysid_msstcn.config import NetworkConfig
 from sysid_msstcn.streaming import StreamingSimulator, simulate
 
@@ -65,6 +66,62 @@ def test_streaming_equals_full_forward_for_every_preset(name, n_inputs, resampli
     torch.testing.assert_close(
         ys[..., n0:], model.likelihood.mean(full)[..., n0:], atol=1e-10, rtol=0
     )
+
+
+def _check_free_run(model, T, n0, batch=1):
+    """Sampled free run with a warm-up of n0 steps equals the forward pass."""
+    y, u = random_data(model, batch, T)
+    noise = fixed_noise(model, batch, T)
+    g = torch.Generator().manual_seed(3)
+    y_init = y[..., :n0] if n0 else None
+    ys, ps = simulate(model, T, u, y_init, "prior", "sample", noise=noise, generator=g)
+    full = model(ys, u, latent="prior", noise=noise).params
+    torch.testing.assert_close(ps[..., n0:], full[..., n0:], atol=1e-10, rtol=0)
+    ys, ps = simulate(model, T, u, y_init, "prior_mean", "mean")
+    full = model(ys, u, latent="prior_mean").params
+    torch.testing.assert_close(ps[..., n0:], full[..., n0:], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("resampling", ["learned", "fixed"])
+def test_rolling_the_step_buffers_keeps_exactness(monkeypatch, resampling):
+    # buffers far shorter than the record: level-0 rows roll every 16 steps
+    # (the minimum) and the coarser levels' rows at every step of theirs
+    monkeypatch.setattr(streaming, "_CHUNK_BITS", 0)
+    monkeypatch.setattr(streaming, "_COARSE_ROWS", 1)
+    model = build(_small(resampling=resampling, dilations=((1, 2), (2, 1), (1,))))
+    for n0 in (0, 7, 12):
+        _check_free_run(model, 75, n0, batch=2)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3])
+@pytest.mark.parametrize("resampling", ["learned", "fixed"])
+def test_other_kernel_sizes(kernel_size, resampling):
+    # k = 3 keeps two carries per queue slot; k = 1 needs no queue
+    model = build(
+        _small(
+            kernel_size=kernel_size,
+            resampling=resampling,
+            dilations=((2, 1, 3), (1, 2), (2,)),
+        )
+    )
+    for n0 in (0, 5, 12):
+        _check_free_run(model, 40, n0)
+
+
+def test_step_api_predict_and_push():
+    # predict_params / push by hand: teacher forcing, fresh parameter tensors
+    model = build(_small())
+    T = 20
+    y, u = random_data(model, 2, T)
+    noise = fixed_noise(model, 2, T)
+    sim = StreamingSimulator(model, u, "prior", noise=noise)
+    sim.prime(y[..., :5])
+    ps = []
+    for t in range(5, T):
+        ps.append(sim.predict_params())
+        sim.push(y[..., t : t + 1])
+    full = model(y, u, latent="prior", noise=noise).params
+    torch.testing.assert_close(torch.cat(ps, -1), full[..., 5:], atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("resampling", ["learned", "fixed"])
