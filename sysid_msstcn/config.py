@@ -21,6 +21,8 @@ __all__ = [
 LIKELIHOODS = ("gaussian", "gmm", "bernoulli", "gmm_bernoulli")
 RESAMPLING = ("learned", "fixed")
 OBJECTIVES = ("linear_free_bits", "elbo")
+ROLLOUT_LOSSES = ("mse", "nll")
+ROLLOUT_GRADIENTS = ("full", "last")
 
 
 def _as_tuple(value, name: str) -> tuple:
@@ -271,6 +273,21 @@ class TrainConfig:
         Standard deviation of Gaussian noise added to the outputs fed to the
         bottom-up network during training (in normalised units); the
         likelihood still scores the clean outputs.
+    rollout_steps : int, default=0
+        k > 0 adds a simulation-error term to the loss: the last k steps of
+        every training window run free (latents at their prior means,
+        predictive means fed back; computed exactly with k parallel passes,
+        see :mod:`sysid_msstcn.rollout`). 0: the one-step objective alone.
+    rollout_weight : float, default=1.0
+        Weight of that term (per sequence, like the ELBO's nats).
+    rollout_loss : {"mse", "nll"}, default="mse"
+        The term: half the squared simulation error in normalised units, or
+        the negative log-likelihood of the outputs under the free run's
+        predictive distribution.
+    rollout_gradient : {"full", "last"}, default="full"
+        Differentiate through all k passes, or only through the last pass
+        with the fed-back outputs as constants (see
+        :func:`sysid_msstcn.rollout.rollout`).
     """
 
     learning_rate: float = 5e-4
@@ -282,6 +299,10 @@ class TrainConfig:
     grad_clip: float | None = None
     mixed_precision: bool = False
     input_noise: float = 0.0
+    rollout_steps: int = 0
+    rollout_weight: float = 1.0
+    rollout_loss: str = "mse"
+    rollout_gradient: str = "full"
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -301,6 +322,22 @@ class TrainConfig:
             raise ValueError(f"input_noise must be >= 0, got {self.input_noise}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if not self.rollout_steps >= 0:
+            raise ValueError(f"rollout_steps must be >= 0, got {self.rollout_steps}")
+        if not (self.rollout_weight >= 0 and math.isfinite(self.rollout_weight)):
+            raise ValueError(
+                f"rollout_weight must be a finite float >= 0, got {self.rollout_weight}"
+            )
+        if self.rollout_gradient not in ROLLOUT_GRADIENTS:
+            raise ValueError(
+                f"unknown rollout_gradient {self.rollout_gradient!r}; "
+                f"choose one of {ROLLOUT_GRADIENTS}"
+            )
+        if self.rollout_loss not in ROLLOUT_LOSSES:
+            raise ValueError(
+                f"unknown rollout_loss {self.rollout_loss!r}; "
+                f"choose one of {ROLLOUT_LOSSES}"
+            )
 
 
 def config_from_dict(data: dict) -> NetworkConfig:

@@ -30,7 +30,13 @@ from sklearn.utils.validation import check_is_fitted
 from . import __version__
 from ._utils import check_random_state_seed, resolve_device
 from ._windows import ChannelScaler, sample_windows, split_tails
-from .config import NetworkConfig, TrainConfig, config_from_dict
+from .config import (
+    ROLLOUT_GRADIENTS,
+    ROLLOUT_LOSSES,
+    NetworkConfig,
+    TrainConfig,
+    config_from_dict,
+)
 from .data._validation import as_experiments, check_consistent_channels
 from .distributed import DistributedInfo, init_distributed
 from .exceptions import ConvergenceWarning, DataFormatError, DivergenceWarning
@@ -94,6 +100,19 @@ _PARAM_CHECKS = {
             (isinstance(v, str) and v == "auto") or (_is_real(v) and 0 <= v < math.inf)
         ),
         "'auto' or a finite float >= 0",
+    ),
+    "rollout_steps": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "rollout_weight": (
+        lambda v: _is_real(v) and 0 <= v < math.inf,
+        "a finite float >= 0",
+    ),
+    "rollout_loss": (
+        lambda v: isinstance(v, str) and v in ROLLOUT_LOSSES,
+        f"one of {ROLLOUT_LOSSES}",
+    ),
+    "rollout_gradient": (
+        lambda v: isinstance(v, str) and v in ROLLOUT_GRADIENTS,
+        f"one of {ROLLOUT_GRADIENTS}",
     ),
     "learning_rate": (
         lambda v: v is None or (_is_real(v) and 0 < v <= 1e6),
@@ -208,6 +227,26 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         scores the clean outputs). "auto": 0.3 for models with inputs
         (system identification, where free-run simulation is the goal) and 0
         for output-only data (density modelling, as in the paper).
+    rollout_steps : int, default=0
+        k > 0 adds the simulation error to the training loss: the last k
+        steps of every training window run free (latents at their prior
+        means, predictive means fed back, exactly as in :meth:`predict`)
+        and ``rollout_weight`` times ``rollout_loss`` over them is added to
+        the one-step objective. A step costs about k + 1 forward passes
+        (see :mod:`sysid_msstcn.rollout`); must be smaller than the window.
+        0: the one-step objective alone (the paper's training).
+    rollout_weight : float, default=1.0
+        Weight of the simulation term (the ELBO is in nats per window).
+    rollout_loss : {"mse", "nll"}, default="mse"
+        Half the squared simulation error in normalised units, or the
+        negative log-likelihood of the measured outputs under the free
+        run's predictive distribution.
+    rollout_gradient : {"full", "last"}, default="full"
+        "full" back-propagates through the k passes of the simulation;
+        "last" takes the fed-back outputs from the streaming simulator as
+        constants and differentiates one pass (about two forward passes a
+        step instead of k + 1; the model learns to predict from its own
+        outputs, not how its errors propagate).
     mixed_precision : bool, default=False
         bf16 autocast on CUDA.
     device : str, default="auto"
@@ -226,7 +265,10 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         by the number of processes (see Notes).
     random_state : int, numpy Generator or None, default=None
     warm_start : bool, default=False
-        Continue training the fitted network on the next ``fit``.
+        Continue training the fitted network on the next ``fit``. The
+        network (architecture, weights, scalers) is kept; the training
+        settings are the current ones, so a second ``fit`` after
+        ``set_params(rollout_steps=k)`` fine-tunes on the simulation error.
     verbose : int, default=0
         1 shows a progress bar with loss, ELBO and validation ELBO.
 
@@ -248,7 +290,8 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         One row per epoch (nats per sequence unless ``_per_step``):
         ``epoch``, ``loss`` (the minimised free-bits objective), ``elbo``,
         ``elbo_per_step``, ``log_lik``, ``kl``, ``kl_per_level``, ``lr``,
-        ``threshold`` (free bits), ``n_skipped``, ``seconds`` and, with a
+        ``threshold`` (free bits), ``n_skipped``, ``seconds``, ``rollout``
+        (the simulation-error term, with ``rollout_steps``) and, with a
         validation split, ``val_loss`` (negative validation ELBO),
         ``val_elbo``, ``val_elbo_per_step``, ``val_log_lik``, ``val_kl``,
         ``val_kl_per_level``.
@@ -351,6 +394,10 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         normalize: bool = True,
         steps_per_epoch: int | None = None,
         input_noise: float | str = "auto",
+        rollout_steps: int = 0,
+        rollout_weight: float = 1.0,
+        rollout_loss: str = "mse",
+        rollout_gradient: str = "full",
         mixed_precision: bool = False,
         device: str = "auto",
         distributed: bool | str = "auto",
@@ -389,6 +436,10 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.normalize = normalize
         self.steps_per_epoch = steps_per_epoch
         self.input_noise = input_noise
+        self.rollout_steps = rollout_steps
+        self.rollout_weight = rollout_weight
+        self.rollout_loss = rollout_loss
+        self.rollout_gradient = rollout_gradient
         self.mixed_precision = mixed_precision
         self.device = device
         self.distributed = distributed
@@ -456,6 +507,10 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             grad_clip=self.grad_clip,
             mixed_precision=self.mixed_precision,
             input_noise=self._input_noise(n_in),
+            rollout_steps=self.rollout_steps,
+            rollout_weight=float(self.rollout_weight),
+            rollout_loss=self.rollout_loss,
+            rollout_gradient=self.rollout_gradient,
         )
         bs = r["batch_size"]
         if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
@@ -593,7 +648,9 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             seed = check_random_state_seed(self.random_state)
             rf = net.receptive_field
         else:
-            self._build_configs(n_in, n_out)  # validate the current parameters
+            # the network stays; training settings changed since (learning
+            # rate, rollout_steps, ...) apply to the continued training
+            _, train = self._build_configs(n_in, n_out)
             self._check_feature_names(X)
             check_consistent_channels(
                 data,
@@ -620,10 +677,12 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self.feature_names_in_ = _feature_names(X)
             if self.feature_names_in_ is None:
                 del self.feature_names_in_
-        elif parallel is not None:  # continue from rank 0's random streams
-            self._rng.bit_generator.state, self._torch_rng_state = _broadcast(
-                (self._rng.bit_generator.state, self._torch_rng_state), parallel
-            )
+        else:
+            self.train_config_ = train
+            if parallel is not None:  # continue from rank 0's random streams
+                self._rng.bit_generator.state, self._torch_rng_state = _broadcast(
+                    (self._rng.bit_generator.state, self._torch_rng_state), parallel
+                )
         with self._torch_rng():
             if reset:
                 self.model_ = MSSTCN(net).to(self.device_)
@@ -1750,6 +1809,9 @@ def _epoch_row(rows: list[dict], epoch: int, trainer: Trainer, seconds: float) -
     good = [r for r in rows if not r["skipped"]] or rows
     n_steps = np.mean([r["n_steps"] for r in good])
     elbo = float(np.mean([r["elbo"] for r in good]))
+    extra = {}
+    if "rollout" in good[0]:  # simulation-error term, per window
+        extra["rollout"] = float(np.mean([r["rollout"] for r in good]))
     return {
         "epoch": epoch,
         "loss": float(np.mean([r["loss"] for r in good])),
@@ -1764,6 +1826,7 @@ def _epoch_row(rows: list[dict], epoch: int, trainer: Trainer, seconds: float) -
         "threshold": rows[-1]["threshold"],
         "n_skipped": trainer.n_skipped,
         "seconds": seconds,
+        **extra,
     }
 
 

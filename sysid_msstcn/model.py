@@ -403,13 +403,13 @@ class MSSTCN(nn.Module):
                 mp, sp = td.prior_params(h)
                 mq, sq = td.posterior_params(h, d[level])
                 eps = None if noise is None else noise[level]
-                if eps is None:
+                if eps is None and latent != "prior_mean":
                     eps = torch.randn_like(mp)
                 if latent == "posterior":
                     z = mq + sq * eps
                 elif latent == "prior":
                     z = mp + sp * eps
-                else:
+                else:  # deterministic: draws no noise
                     z = mp
                 kl = gaussian_kl(mq, sq, mp, sp) * masks[level][:, None, :]
                 latents.append(LatentTerms(kl, z, mp, sp, mq, sq, masks[level]))

@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .config import TrainConfig
 from .model import MSSTCN
 from .objectives import free_bits_threshold, training_loss
+from .rollout import rollout_loss
 
 __all__ = [
     "Batch",
@@ -249,7 +250,8 @@ class Trainer:
             ``loss`` (free-bits objective, nats per sequence), ``elbo``,
             ``log_lik``, ``kl`` (per sequence), ``kl_per_level`` (list),
             ``n_steps`` (valid steps per sequence), ``skipped`` (bool),
-            ``lr``, ``threshold``.
+            ``lr``, ``threshold``; ``rollout`` (the simulation-error term
+            per sequence) when ``config.rollout_steps`` > 0.
         """
         self.model.train()
         for group in self.optimizer.param_groups:
@@ -272,6 +274,23 @@ class Trainer:
                 y_input=y_in,
             )
         loss, terms = training_loss(out, threshold, self.config.objective)
+        cfg = self.config
+        if cfg.rollout_steps:
+            # the bare network: DistributedDataParallel expects one forward
+            # per backward; the gradients still meet in the same leaves, so
+            # the all-reduce of the wrapper's pass carries them
+            with self._autocast():
+                sim = rollout_loss(
+                    self.model,
+                    batch.y,
+                    batch.u,
+                    _lengths(batch),
+                    cfg.rollout_steps,
+                    cfg.rollout_loss,
+                    cfg.rollout_gradient,
+                )
+            terms["rollout"] = sim
+            loss = loss + cfg.rollout_weight * sim.mean()
         if self.loss_hook is not None:
             loss = self.loss_hook(loss, self.iteration)
         self.optimizer.zero_grad(set_to_none=True)
@@ -345,17 +364,21 @@ class Trainer:
         """Step terms as floats, averaged over the processes when parallel."""
         if self.world_size == 1:
             return {**_summarise(terms), "loss": float(loss.detach())}
+        names = ("loss", *_TERMS, "n_steps")
+        if "rollout" in terms:
+            names += ("rollout",)
         parts = [
             loss.detach().reshape(1),
             *(terms[k].detach().mean().reshape(1) for k in _TERMS),
             terms["n_steps"].float().mean().reshape(1),
+            *(terms[k].detach().mean().reshape(1) for k in names[5:]),
             terms["kl_per_level"].detach().mean(0),
         ]
         t = torch.cat([p.double() for p in parts]).to(self._comm_device)
         dist.all_reduce(t)
         values = (t / self.world_size).tolist()
-        row = dict(zip(("loss", *_TERMS, "n_steps"), values[:5], strict=True))
-        row["kl_per_level"] = values[5:]
+        row = dict(zip(names, values[: len(names)], strict=True))
+        row["kl_per_level"] = values[len(names) :]
         return row
 
     @torch.no_grad()
@@ -444,13 +467,24 @@ _TERMS = ("elbo", "log_lik", "kl")
 
 
 def _summarise(terms: dict) -> dict:
-    return {
+    row = {
         "elbo": float(terms["elbo"].detach().mean()),
         "log_lik": float(terms["log_lik"].detach().mean()),
         "kl": float(terms["kl"].detach().mean()),
         "kl_per_level": [float(v) for v in terms["kl_per_level"].detach().mean(0)],
         "n_steps": float(terms["n_steps"].float().mean()),
     }
+    if "rollout" in terms:
+        row["rollout"] = float(terms["rollout"].detach().mean())
+    return row
+
+
+def _lengths(batch: Batch) -> torch.Tensor:
+    """Valid lengths of a batch's rows (all T when it has none)."""
+    if batch.lengths is not None:
+        return batch.lengths
+    B, _, T = batch.y.shape
+    return torch.full((B,), T, dtype=torch.long, device=batch.y.device)
 
 
 def _numpy_state() -> dict:

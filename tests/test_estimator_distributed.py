@@ -34,8 +34,8 @@ NAN_CALL = 1  # training step whose loss is made NaN in the second fit
 TIMEOUT_S = 180  # a hang fails the test instead of blocking the run
 
 # Run by every rank: (1) a batch the ranks cannot share, (2) the compared fit
-# and a partial_fit after it, (3) a fit whose loss is NaN on rank 1 alone at
-# one step.
+# and a partial_fit after it, (3) a fit with the simulation-error term, (4) a
+# fit whose loss is NaN on rank 1 alone at one step.
 WORKER = """
 import json, os, pickle, sys
 import numpy as np, torch
@@ -66,6 +66,8 @@ if rank == 0:
         pickle.dump(est, fh)
 est.set_params(max_iter=1).partial_fit(u, y)  # a second DDP on the same network
 torch.save(est.model_.state_dict(), os.path.join(folder, f"warm{rank}.pt"))
+est = MSSTCNRegressor(**{**params, "rollout_steps": 4}).fit(u, y)
+torch.save(est.model_.state_dict(), os.path.join(folder, f"rollout{rank}.pt"))
 original = Trainer.__init__
 
 def init(self, *args, **kwargs):
@@ -191,6 +193,16 @@ def test_partial_fit_continues_data_parallel_as_one_process(two_ranks):
     u, y = _system()
     one.set_params(max_iter=1).partial_fit(u, y)
     _assert_same(w0, one.model_.state_dict(), atol=1e-6)
+
+
+def test_rollout_training_on_two_processes_equals_one_process(two_ranks):
+    """The k-step free-run term (bare-network passes) is all-reduced too."""
+    w0 = torch.load(two_ranks / "rollout0.pt")
+    _assert_same(w0, torch.load(two_ranks / "rollout1.pt"), atol=0.0)
+    one = _one_process(rollout_steps=4)
+    _assert_same(w0, one.model_.state_dict(), atol=1e-6)
+    plain = torch.load(two_ranks / "weights0.pt")
+    assert not all(torch.allclose(plain[k], w0[k], atol=1e-6) for k in w0)
 
 
 def test_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(

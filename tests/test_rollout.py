@@ -1,0 +1,225 @@
+"""Differentiable multi-step free run (``sysid_msstcn.rollout``).
+
+The k parallel passes must give exactly the streaming simulator's free run
+over the last k steps of each window, with gradients, and the estimator's
+``rollout_steps`` must train on it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _tiny import TINY_ESTIMATOR, build, tiny_config
+
+from sysid_msstcn import MSSTCNRegressor
+from sysid_msstcn.config import TrainConfig
+from sysid_msstcn.rollout import free_run_mask, rollout, rollout_loss
+from sysid_msstcn.streaming import simulate
+from sysid_msstcn.training import Trainer, make_batch
+
+
+def _data(B: int, T: int, n_in: int = 1, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randn(B, 1, T, generator=g, dtype=torch.float64)
+    u = torch.randn(B, n_in, T, generator=g, dtype=torch.float64)
+    return y, u
+
+
+def test_free_run_mask_known_values():
+    mask = free_run_mask(torch.tensor([6, 4, 2]), 6, 3)
+    expected = torch.tensor(
+        [
+            [0, 0, 0, 1, 1, 1],
+            [0, 1, 1, 1, 0, 0],  # a short row keeps its first step measured
+            [0, 1, 0, 0, 0, 0],
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(mask, expected)
+
+
+@pytest.mark.parametrize(
+    "preset, resampling",
+    [("sysid_small", None), ("sysid_default", "fixed"), ("blizzard_fw2", None)],
+)
+@pytest.mark.parametrize("gradient", ["full", "last"])
+def test_rollout_equals_the_streaming_free_run(preset, resampling, gradient):
+    """k passes = the streaming simulator run free from t = n - k, per row."""
+    model = build(tiny_config(preset, n_inputs=1, resampling=resampling, max_outputs=1))
+    # longer than k + receptive field (the passes drop the older samples)
+    # for sysid_small; the last row is shorter than k + 1
+    T, k = 200, 13
+    y, u = _data(3, T)
+    lengths = torch.tensor([200, 151, 10])
+    with torch.no_grad():
+        params, mask = rollout(model, y, u, lengths, k, gradient)
+    for b, n in enumerate(lengths.tolist()):
+        start = max(n - k, 1)
+        assert mask[b].nonzero().flatten().tolist() == list(range(start, n))
+        _, ref = simulate(
+            model,
+            n,
+            u[b : b + 1, :, :n],
+            teacher=y[b : b + 1, :, :n],
+            teacher_until=torch.tensor([start]),
+        )
+        torch.testing.assert_close(
+            params[b, :, start:n], ref[0, :, start:n], rtol=0, atol=1e-10
+        )
+
+
+def test_last_pass_gradient_reaches_only_through_one_pass():
+    """ "last": same loss value as "full", a different (one-pass) gradient."""
+    model = build(tiny_config("sysid_small"))
+    y, u = _data(2, 90, seed=2)
+    lengths = torch.tensor([90, 90])
+    grads = {}
+    for gradient in ("full", "last"):
+        model.zero_grad()
+        loss = rollout_loss(model, y, u, lengths, 12, "mse", gradient).sum()
+        loss.backward()
+        grads[gradient] = (
+            loss.detach(),
+            [
+                torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                for p in model.parameters()
+            ],
+        )
+    torch.testing.assert_close(grads["full"][0], grads["last"][0], rtol=0, atol=1e-10)
+    diff = sum(
+        float((a - b).abs().sum())
+        for a, b in zip(grads["full"][1], grads["last"][1], strict=True)
+    )
+    assert diff > 1e-6
+
+
+def test_rollout_loss_values_and_gradients():
+    model = build(tiny_config("sysid_small"))
+    y, u = _data(2, 40)
+    lengths = torch.tensor([40, 31])
+    params, mask = rollout(model, y, u, lengths, 9)
+    mse = rollout_loss(model, y, u, lengths, 9, "mse")
+    lik = model.likelihood
+    ref_mse = (0.5 * (lik.mean(params) - y).square().sum(1) * mask).sum(-1)
+    torch.testing.assert_close(mse, ref_mse)
+    nll = rollout_loss(model, y, u, lengths, 9, "nll")
+    ref_nll = (-lik.log_prob(params, y) * mask).sum(-1)
+    torch.testing.assert_close(nll, ref_nll)
+    nll.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_rollout_loss_rejects_unknown_kind_and_bad_steps():
+    model = build(tiny_config("sysid_small"), dtype=torch.float32)
+    y, u = _data(1, 20)
+    y, u = y.float(), u.float()
+    with pytest.raises(ValueError, match="unknown rollout loss 'mae'"):
+        rollout_loss(model, y, u, torch.tensor([20]), 3, "mae")
+    with pytest.raises(ValueError, match="n_steps must be >= 1"):
+        rollout(model, y, u, torch.tensor([20]), 0)
+    with pytest.raises(ValueError, match="unknown rollout gradient 'some'"):
+        rollout(model, y, u, torch.tensor([20]), 3, "some")
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("rollout_steps", -1, "rollout_steps must be >= 0"),
+        ("rollout_weight", float("nan"), "rollout_weight must be"),
+        ("rollout_loss", "mae", "unknown rollout_loss 'mae'"),
+        ("rollout_gradient", "none", "unknown rollout_gradient 'none'"),
+    ],
+)
+def test_train_config_checks_the_rollout_settings(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**{field: value})
+
+
+def test_trainer_adds_the_weighted_rollout_term():
+    """loss = one-step objective + weight * mean rollout term, same batch."""
+    y, u = _data(4, 36)
+    batch = make_batch(
+        [y[b, 0, :, None].float().numpy() for b in range(4)],
+        [u[b, 0, :, None].float().numpy() for b in range(4)],
+    )
+    rows = {}
+    for name, cfg in {
+        "plain": TrainConfig(),
+        "rollout": TrainConfig(rollout_steps=6, rollout_weight=2.5),
+    }.items():
+        model = build(tiny_config("sysid_small"), dtype=torch.float32, seed=3)
+        rows[name] = Trainer(model, cfg, torch.device("cpu")).train_step(batch)
+    plain, roll = rows["plain"], rows["rollout"]
+    assert "rollout" not in plain and roll["rollout"] > 0
+    assert roll["elbo"] == pytest.approx(plain["elbo"], rel=1e-6)
+    assert roll["loss"] == pytest.approx(
+        plain["loss"] + 2.5 * roll["rollout"], rel=1e-5
+    )
+
+
+def _system(n: int = 400, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=(n, 1))
+    y = np.zeros((n, 1))
+    for t in range(1, n):
+        y[t] = 0.8 * y[t - 1] + 0.5 * np.tanh(u[t - 1, 0]) + 0.01 * rng.normal()
+    return u, y
+
+
+@pytest.mark.parametrize("kind, gradient", [("mse", "full"), ("nll", "last")])
+def test_estimator_rollout_training_curve_drops(kind, gradient):
+    """The simulation term of the training loss falls over the epochs."""
+    u, y = _system()
+    est = MSSTCNRegressor(
+        **{
+            **TINY_ESTIMATOR,
+            "max_iter": 6,
+            "steps_per_epoch": 8,
+            "learning_rate": 3e-3,
+            "early_stopping": False,
+        },
+        rollout_steps=10,
+        rollout_loss=kind,
+        rollout_gradient=gradient,
+        random_state=0,
+    ).fit(u, y)
+    curve = [row["rollout"] for row in est.history_]
+    assert len(curve) == 6
+    assert np.mean(curve[-2:]) < np.mean(curve[:2])
+    assert est.get_params()["rollout_steps"] == 10
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"rollout_steps": -2}, "rollout_steps must be an int >= 0"),
+        ({"rollout_steps": 2.5}, "rollout_steps must be an int >= 0"),
+        ({"rollout_weight": -1.0}, "rollout_weight must be a finite float >= 0"),
+        ({"rollout_loss": "mae"}, "rollout_loss must be one of"),
+        ({"rollout_gradient": "all"}, "rollout_gradient must be one of"),
+    ],
+)
+def test_estimator_rejects_bad_rollout_parameters(params, match):
+    u, y = _system(100)
+    with pytest.raises(ValueError, match=match):
+        MSSTCNRegressor(**TINY_ESTIMATOR, **params).fit(u, y)
+
+
+def test_warm_start_fine_tunes_with_the_rollout_term():
+    """A warm-started fit uses the current training settings."""
+    u, y = _system()
+    est = MSSTCNRegressor(
+        **{**TINY_ESTIMATOR, "early_stopping": False}, random_state=0
+    ).fit(u, y)
+    assert all("rollout" not in row for row in est.history_)
+    weights = {k: v.clone() for k, v in est.model_.state_dict().items()}
+    est.set_params(warm_start=True, rollout_steps=5, learning_rate=2e-3).fit(u, y)
+    new = est.history_[-TINY_ESTIMATOR["max_iter"] :]
+    assert all(row["rollout"] > 0 for row in new)
+    assert est.train_config_.rollout_steps == 5
+    assert est.train_config_.learning_rate == 2e-3
+    moved = est.model_.state_dict()
+    assert any(not torch.equal(weights[k], moved[k]) for k in weights)
