@@ -11,6 +11,7 @@ early stopping, roll-backs, ``max_time``) from rank 0.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -1688,6 +1689,10 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     def __setstate__(self, state: dict) -> None:
         weights = state.get("model_")
+        # parameters added after the pickle was written take their defaults
+        for name, param in inspect.signature(type(self).__init__).parameters.items():
+            if param.default is not inspect.Parameter.empty:
+                self.__dict__.setdefault(name, param.default)
         self.__dict__.update(state)
         if weights is not None:
             dev = _cpu_if_no_cuda(state["device_"])

@@ -188,6 +188,18 @@ def test_pickle_round_trip(fitted, data):
     assert clone.n_iter_ == fitted.n_iter_ + fitted.max_iter
 
 
+def test_pickle_from_before_a_new_parameter_takes_its_default(fitted, data):
+    """A pickle written before ``rollout_gradient`` existed still loads."""
+    u, y = data
+    state = fitted.__getstate__()
+    del state["rollout_gradient"], state["rollout_steps"]
+    old = MSSTCNRegressor.__new__(MSSTCNRegressor)
+    old.__setstate__(state)
+    assert old.get_params()["rollout_gradient"] == "full"
+    assert old.get_params()["rollout_steps"] == 0
+    _assert_same_model(fitted, old, u, y)
+
+
 def test_joblib_round_trip(fitted, data, tmp_path):
     u, y = data
     joblib.dump(fitted, tmp_path / "m.joblib")
