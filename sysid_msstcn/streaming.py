@@ -240,16 +240,65 @@ class _History:
         return i
 
 
+class _Queued:
+    """Weights of a causal gated block that follows another block.
+
+    With carries c_m(s) = sum_{i >= m} x(s - (i - m) dil) W_i (tap i has
+    lag i dil), the pre-activation is P(s) = b + x(s) W_0 + c_1(s - dil) and
+    c_m(s) = x(s) W_m + c_{m+1}(s - dil): the queue of a step is its carries
+    (fast Wavenet), and [c(s), P(s), skip(s)] = [x(s), c(s - dil)] @
+    [[T], [shift]] + bias with T = [W_1 .. W_{k-1}, W_0, W_skip].
+
+    Parameters
+    ----------
+    block : GatedBlock
+    """
+
+    def __init__(self, block: nn.Module) -> None:
+        self.n2 = n2 = block.conv.weight.shape[0]
+        self.taps, b = _taps(block.conv, _gate_scale(n2))
+        self.k = k = len(self.taps)
+        self.dil = block.conv.dilation[0] if k > 1 else 0
+        self.n_c = n_c = (k - 1) * n2  # carries
+        skip = [] if isinstance(block.skip, nn.Identity) else [block.skip]
+        self.T = torch.cat(
+            self.taps[1:]
+            + self.taps[:1]
+            + [_f64(m.weight)[..., 0].t() for m in skip]
+            + ([] if skip else [torch.eye(self.taps[0].shape[0], dtype=_F64)]),
+            dim=1,
+        )  # (C_in, n_z)
+        self.n_z = n_z = self.T.shape[1]
+        self.shift = torch.zeros(n_c, n_z, dtype=_F64)  # carries of s - dil
+        for m in range(1, k):  # c_1 -> P, c_m -> c_{m-1}
+            dst = n_c if m == 1 else (m - 2) * n2
+            self.shift[(m - 1) * n2 : m * n2, dst : dst + n2] = torch.eye(n2)
+        self.b = torch.cat(
+            [torch.zeros(n_c, dtype=_F64), b]
+            + [_f64(m.bias) for m in skip]
+            + ([] if skip else [torch.zeros(self.T.shape[0], dtype=_F64)])
+        )
+        self.w_out = _out_weight(block)  # (C, C_out)
+
+
 class _BottomUp:
     """The bottom-up chain of one level, compiled for single-step evaluation.
 
     The first block reads a window of ``n_win`` rows of the level's input
     (rows of width ``row_width`` whose columns ``row_offset`` onwards hold
     the input; level 0 adds the exogenous input through a per-step bias,
-    see :meth:`u_terms`), with one ``addmm`` that computes its scaled
-    pre-activation and skip term. Every later block is a causal convolution
-    evaluated on a ring of N per-step slots [x_s, c_1 .. c_{k-1}] (see
-    :class:`_Ring`).
+    see :meth:`u_terms`): one ``addmm`` gives E = [P_1, S_1], its scaled
+    pre-activation and skip term. Block k's output x_k = S_k + A_k W_out
+    (A_k its gate) is never formed: one ``addmm`` of [S_k, A_k, c_{k+1}(s -
+    dil)] gives Z_k = [c_{k+1}(s), P_{k+1}(s), S_{k+1}(s)] for the next
+    block (see :class:`_Queued`); only the last block's output d is formed.
+
+    The operands must be adjacent, so the buffers live in N = max(dil) + 1
+    segments laid out as [E, A_1, Z_1, A_2, Z_2, ..]: at step s, E, A_1 go
+    to segment s mod N and Z_k, A_{k+1} to segment (s + delta_k) mod N with
+    delta_k = dil_2 + .. + dil_{k+1}, so that Z_k(s - dil_{k+1}), whose
+    carries step s reads, sits right after A_k(s). A region lives at most
+    dil < N steps, and the calls of each phase s mod N are listed once.
 
     Parameters
     ----------
@@ -270,42 +319,62 @@ class _BottomUp:
         n_u = cfg.n_inputs if lv == 0 else 0
         P, base, self.n_win = self._first(blocks[0], n_y, n_u)
         # entry weights: window rows are [.., x, ..] with x at row_offset
-        width = P.dim + base.dim
         q = _Affine.cat([P, base])
-        w_in = torch.zeros(self.n_win, row_width, width, dtype=_F64)
+        w_in = torch.zeros(self.n_win, row_width, q.dim, dtype=_F64)
         for tau in range(self.n_win):
             w_in[tau, row_offset : row_offset + n_y] = q.coef(f"y{tau}", n_y)
-        self.n_u = n_u
-        self.w_u = (
-            torch.cat([q.coef(f"u{tau}", n_u) for tau in range(self.n_win)])
-            if n_u
-            else None
-        )  # (n_win C_u, W)
         to = {"device": like.device, "dtype": like.dtype}
-        self.w_in = w_in.reshape(-1, width).to(**to)
+        self.w_in = w_in.reshape(-1, q.dim).to(**to)
         self.const = q.const.to(**to)
-        if self.w_u is not None:
-            self.w_u = self.w_u.to(**to)
-        self.z1 = like.new_zeros(batch, width)
-        n2 = P.dim
-        a1 = like.new_zeros(batch, n2 // 2)
-        first = _gate_ops(self.z1[:, :n2], a1)
-        last = (self.z1[:, n2:], a1, _out_weight(blocks[0]).to(**to))
-        self.rings = [_Ring(b, batch, like) for b in blocks[1:]]
-        self.n_phases = max([r.dil for r in self.rings], default=0) + 1
-        for r in self.rings:
-            r.allocate(self.n_phases)
-        # per phase: the gate of block 1, then out -> ring, ring step, gate, ..
-        self.body: list[list[_Op]] = []
-        self.final: list[tuple] = []
-        for ph in range(self.n_phases):
-            ops, prev = list(first), last
-            for r in self.rings:
-                ops.append((_addmm, prev, {"out": r.x_in[ph]}))
-                ops += r.ops[ph]
-                prev = r.final[ph]
+        self.w_u = None
+        if n_u:  # (n_win C_u, W)
+            w_u = [q.coef(f"u{tau}", n_u) for tau in range(self.n_win)]
+            self.w_u = torch.cat(w_u).to(**to)
+        self.queued = queued = [_Queued(b) for b in blocks[1:]]
+        self.n_phases = N = max([qb.dil for qb in queued], default=0) + 1
+        # segment columns: E, then A_k and Z_k for k = 1 .. n - 1
+        ends, col = [q.dim], q.dim  # end of E, Z_1, Z_2, ..
+        a_col, z_col = [], []
+        for qb in queued:
+            a_col.append(col)
+            col += qb.taps[0].shape[0]
+            z_col.append(col)
+            col += qb.n_z
+            ends.append(col)
+        self.segments = seg = like.new_zeros(N, batch, col)
+        self.z_col = z_col
+        self.delta = delta = [0]
+        for qb in queued:
+            delta.append(delta[-1] + qb.dil)
+        outs = [_out_weight(blk) for blk in blocks]
+        w = [  # rows [S_k, A_k, carries of Z_k(s - dil)]
+            torch.cat([qb.T, outs[k] @ qb.T, qb.shift]).to(**to)
+            for k, qb in enumerate(queued)
+        ]
+        bias = [qb.b.to(**to) for qb in queued]
+        w_last = outs[-1].to(**to)
+        n = len(blocks)
+        self.a_last = like.new_zeros(batch, outs[-1].shape[0])
+        n_s = [base.dim] + [qb.n_z - qb.n_c - qb.n2 for qb in queued]  # S_k widths
+        self.e_out, self.body, self.final = [], [], []
+        for ph in range(N):
+            slot = [seg[(ph + d) % N] for d in delta]  # segment of Z_k (E: k = 0)
+            self.e_out.append(slot[0][:, : q.dim])
+            ops = []
+            for k in range(n):
+                # gate of block k + 1 (P in E or Z_k), A next to its skip term
+                p0 = 0 if k == 0 else z_col[k - 1] + queued[k - 1].n_c
+                n2 = P.dim if k == 0 else queued[k - 1].n2
+                A = self.a_last if k == n - 1 else slot[k][:, a_col[k] : z_col[k]]
+                ops += _gate_ops(slot[k][:, p0 : p0 + n2], A)
+                if k < n - 1:  # Z_{k+1} from [S, A, carries of s - dil]
+                    qb = queued[k]
+                    m1 = slot[k][:, ends[k] - n_s[k] : z_col[k] + qb.n_c]
+                    out = slot[k + 1][:, z_col[k] : ends[k + 1]]
+                    ops.append((_addmm, (bias[k], m1, w[k]), {"out": out}))
             self.body.append(ops)
-            self.final.append(prev)
+            base_n = slot[n - 1][:, ends[n - 1] - n_s[n - 1] : ends[n - 1]]
+            self.final.append((base_n, self.a_last, w_last))
 
     @staticmethod
     def _first(block: nn.Module, n_y: int, n_u: int):
@@ -351,96 +420,40 @@ class _BottomUp:
             P, base = P + pre[k], base + skip[k]
         return P * (1 / math.sqrt(S)), base * (1 / math.sqrt(S)), M + S
 
-    def u_terms(self, u_win: torch.Tensor) -> torch.Tensor:
-        """Per-step bias of the entry: (B, n, W) from u windows (B, n, n_win C_u)."""
-        return torch.matmul(u_win, self.w_u).add_(self.const)
+    def u_terms(self, u_win: torch.Tensor, out: torch.Tensor) -> None:
+        """Per-step entry bias (B, n, W) from u windows (B, n, n_win C_u), into out."""
+        torch.matmul(u_win, self.w_u, out=out).add_(self.const)
 
     def run(self, phase: int, bias, window: torch.Tensor, out: torch.Tensor) -> None:
         """One step: the level's features d (B, C) go to ``out``."""
-        _addmm(bias, window, self.w_in, out=self.z1)
+        _addmm(bias, window, self.w_in, out=self.e_out[phase])
         _run(self.body[phase])
         base, a, w = self.final[phase]
         _addmm(base, a, w, out=out)
 
+    def zero(self) -> None:
+        """Empty queues."""
+        self.segments.zero_()
 
-class _Ring:
-    """A causal gated block whose queue is a ring of per-step slots.
-
-    With carries c_m(s) = sum_{i >= m} x(s - (i - m) dil) W_i (tap i of lag
-    i dil), the pre-activation is P(s) = b + x(s) W_0 + c_1(s - dil) and
-    c_m(s) = x(s) W_m + c_{m+1}(s - dil). Slot s mod N holds [x(s), c(s -
-    dil)], so that one ``addmm`` of the slot gives [c(s), P(s), skip(s)],
-    written into slot (s + dil) mod N (any N > dil will do).
-
-    Parameters
-    ----------
-    block : GatedBlock
-    batch : int
-    like : torch.Tensor
-    """
-
-    def __init__(self, block: nn.Module, batch: int, like) -> None:
-        n2 = block.conv.weight.shape[0]
-        taps, b = _taps(block.conv, _gate_scale(n2))
-        k = len(taps)
-        self.dil = block.conv.dilation[0] if k > 1 else 0
-        c_in = taps[0].shape[0]
-        n_c = (k - 1) * n2
-        skip = None if isinstance(block.skip, nn.Identity) else block.skip
-        c_out = n2 // 2
-        n_z = n_c + n2 + (c_out if skip is not None else 0)
-        w = torch.zeros(c_in + n_c, n_z, dtype=_F64)
-        for m in range(1, k):
-            w[:c_in, (m - 1) * n2 : m * n2] = taps[m]
-            dst = n_c if m == 1 else (m - 2) * n2
-            w[c_in + (m - 1) * n2 : c_in + m * n2, dst : dst + n2] = torch.eye(n2)
-        w[:c_in, n_c : n_c + n2] = taps[0]
-        bias = torch.cat([torch.zeros(n_c, dtype=_F64), b])
-        if skip is not None:
-            w[:c_in, n_c + n2 :] = _f64(skip.weight)[..., 0].t()
-            bias = torch.cat([bias, _f64(skip.bias)])
-        to = {"device": like.device, "dtype": like.dtype}
-        self.w, self.b = w.to(**to), bias.to(**to)
-        self.taps = [t.to(**to) for t in taps]  # for priming
-        self.w_out = _out_weight(block).to(**to)
-        self.k, self.c_in, self.n2, self.n_c, self.n_z = k, c_in, n2, n_c, n_z
-        self.skip = skip
-        self.batch, self.like = batch, like
-
-    def allocate(self, n: int) -> None:
-        """Make the ring of n slots and the calls of each phase s mod n."""
-        c_in, n_c, n2 = self.c_in, self.n_c, self.n2
-        self.N = n
-        self.slots = self.like.new_zeros(n, self.batch, c_in + self.n_z)
-        self.a = self.like.new_zeros(self.batch, n2 // 2)
-        self.x_in, self.ops, self.final = [], [], []
-        for ph in range(n):
-            cur, nxt = self.slots[ph], self.slots[(ph + self.dil) % n]
-            z = nxt[:, c_in:]  # [c(s), P(s), skip(s)]
-            P = z[:, n_c : n_c + n2]
-            base = cur[:, :c_in] if self.skip is None else z[:, n_c + n2 :]
-            self.x_in.append(cur[:, :c_in])
-            self.ops.append(
-                [(_addmm, (self.b, cur[:, : c_in + n_c], self.w), {"out": z})]
-                + _gate_ops(P, self.a)
-            )
-            self.final.append((base, self.a, self.w_out))
-
-    def prime(self, x: torch.Tensor) -> None:
-        """Carries of a teacher-forced input history x (B, C_in, n) at step n."""
-        n, dil, n2 = x.shape[-1], self.dil, self.n2
-        self.slots.zero_()
-        for s in range(n - dil, n):
-            for m in range(1, self.k):  # c_m(s)
-                acc = None
-                for i in range(m, self.k):
-                    tau = s - (i - m) * dil
-                    if 0 <= tau < n:
-                        term = x[..., tau] @ self.taps[i]
-                        acc = term if acc is None else acc + term
-                if acc is not None:
-                    col = self.c_in + (m - 1) * n2
-                    self.slots[(s + dil) % self.N, :, col : col + n2] = acc
+    def prime(self, inputs: list[torch.Tensor]) -> None:
+        """Queue a teacher-forced history: block inputs (B, C_in, n) at step n."""
+        self.segments.zero_()
+        N = self.n_phases
+        for k, (qb, x) in enumerate(zip(self.queued, inputs[1:], strict=True)):
+            taps = [t.to(x) for t in qb.taps]
+            n, dil, n2 = x.shape[-1], qb.dil, qb.n2
+            for s in range(n - dil, n):  # carries of the steps still queued
+                for m in range(1, qb.k):  # c_m(s)
+                    acc = None
+                    for i in range(m, qb.k):
+                        tau = s - (i - m) * dil
+                        if 0 <= tau < n:
+                            term = x[..., tau] @ taps[i]
+                            acc = term if acc is None else acc + term
+                    if acc is not None:
+                        col = self.z_col[k] + (m - 1) * n2
+                        seg = self.segments[(s + self.delta[k + 1]) % N]
+                        seg[:, col : col + n2] = acc
 
 
 class _TopDown:
@@ -679,10 +692,14 @@ class StreamingSimulator:
         self._td_due = [
             [lv for lv in self.levels_down if p % self.rates[lv] == 0] for p in range(D)
         ]
-        self._u_next = None
+        self._u_next = self._u_rows = None
         if self.u is not None:
             # x_u(t) = u_{t+1} (zero at t = T - 1), as in the bottom-up input
             self._u_next = F.pad(self.u[..., 1:], (0, 1))
+            # level-0 entry bias of each step of a chunk (rows made once: new
+            # tensors per chunk would wake the garbage collector)
+            self._u_buf = like.new_zeros(B, k0, bu[0].const.shape[0])
+            self._u_rows = _rows(self._u_buf)
         self.t = 0
         self._reset()
 
@@ -695,8 +712,7 @@ class StreamingSimulator:
             h.buf.zero_()
             h.i = h.H - 1
         for chain in self._bu:
-            for r in chain.rings:
-                r.slots.zero_()
+            chain.zero()
         self.t = t0
         self._start_chunk(t0)
         self.last_d = [self._db0_d[self._r - 1]] + [h.rows[h.i] for h in self._db[1:]]
@@ -705,7 +721,6 @@ class StreamingSimulator:
         """Point level 0 at row H for step t0 and fill the chunk's input terms."""
         H, K = self._h0, self._k0
         self._r, self._r_end = H, H + K
-        self._u_rows = None
         if self.u is None:
             return
         # the u column of row i is u_{t+1} for its step t = t0 - H + i
@@ -718,7 +733,7 @@ class StreamingSimulator:
         seg = _u_slice(self._u_next, t0 - n_win + 1, K + n_win - 1)  # (B, C_u, ..)
         win = seg.unfold(-1, n_win, 1)  # (B, C_u, K, n_win)
         win = win.permute(0, 2, 3, 1).reshape(self.B, K, -1)  # (B, K, n_win C_u)
-        self._u_rows = chain.u_terms(win).unbind(1)
+        chain.u_terms(win, self._u_buf)
 
     def _next_chunk(self) -> None:
         """Roll the level-0 rows: the chunk is full."""
@@ -773,8 +788,7 @@ class StreamingSimulator:
             for h in range(1, min(hist.H, J) + 1):
                 hist.rows[hist.H - h].copy_(d[lv][..., J - h])
         for lv, chain in enumerate(self._bu):
-            for i, ring in enumerate(chain.rings, 1):
-                ring.prime(inputs[lv][i])  # (B, C_in, n_rate)
+            chain.prime(inputs[lv])  # (B, C_in, n_rate) per block
         self.last_d = [self._db0_d[self._r - 1]] + [h.rows[h.i] for h in self._db[1:]]
 
     # ----------------------------------------------------------- bottom-up
