@@ -68,7 +68,7 @@ _COARSE_ROWS = 64
 
 _F64 = torch.float64
 _addmm, _addcmul, _baddbmm = torch.addmm, torch.addcmul, torch.baddbmm
-_tanh_ = torch.Tensor.tanh_
+_tanh_, _addcmul_ = torch.Tensor.tanh_, torch.Tensor.addcmul_
 
 # one torch call of a compiled chain: (function, positional args, keywords)
 _Op = tuple[Callable, tuple, dict]
@@ -91,10 +91,20 @@ def _gate_scale(n: int) -> torch.Tensor:
     return s
 
 
-def _gate_ops(P: torch.Tensor, A: torch.Tensor) -> list[_Op]:
-    """A = 2 tanh(a) sigmoid(b) for the scaled pre-activation P = [a, b/2]."""
+def _gate(P: torch.Tensor) -> tuple[list[_Op], torch.Tensor]:
+    """Calls that turn P = [a, b / 2] into [2 tanh(a) sigmoid(b), tanh(b / 2)].
+
+    Both run in place (cheaper than writing elsewhere); returns them and A,
+    the view of the first half. A product that reads all of P gives the
+    second half zero weights (its values are finite).
+    """
     Pa, Pg = P.chunk(2, dim=-1)
-    return [(_tanh_, (P,), {}), (_addcmul, (Pa, Pa, Pg), {"out": A})]
+    return [(_tanh_, (P,), {}), (_addcmul_, (Pa, Pa, Pg), {})], Pa
+
+
+def _bias(c: torch.Tensor, batch: int, like) -> torch.Tensor:
+    """A constant bias (W,) as a (B, W) tensor (faster in ``addmm`` than 1-D)."""
+    return c.to(like).expand(batch, -1).contiguous()
 
 
 def _run(ops: list[_Op]) -> None:
@@ -292,13 +302,15 @@ class _BottomUp:
     (A_k its gate) is never formed: one ``addmm`` of [S_k, A_k, c_{k+1}(s -
     dil)] gives Z_k = [c_{k+1}(s), P_{k+1}(s), S_{k+1}(s)] for the next
     block (see :class:`_Queued`); only the last block's output d is formed.
+    The gate of block k works in place on P_k, so the product reads [P_k,
+    S_k, c_{k+1}(s - dil)] (see :func:`_gate`).
 
     The operands must be adjacent, so the buffers live in N = max(dil) + 1
-    segments laid out as [E, A_1, Z_1, A_2, Z_2, ..]: at step s, E, A_1 go
-    to segment s mod N and Z_k, A_{k+1} to segment (s + delta_k) mod N with
-    delta_k = dil_2 + .. + dil_{k+1}, so that Z_k(s - dil_{k+1}), whose
-    carries step s reads, sits right after A_k(s). A region lives at most
-    dil < N steps, and the calls of each phase s mod N are listed once.
+    segments laid out as [E, Z_1, Z_2, ..]: at step s, E goes to segment s
+    mod N and Z_k to segment (s + delta_k) mod N with delta_k = dil_2 + ..
+    + dil_{k+1}, so that Z_k(s - dil_{k+1}), whose carries step s reads,
+    sits right after Z_{k-1}(s) (or E(s)). A region lives at most dil < N
+    steps, and the calls of each phase s mod N are listed once.
 
     Parameters
     ----------
@@ -325,56 +337,51 @@ class _BottomUp:
             w_in[tau, row_offset : row_offset + n_y] = q.coef(f"y{tau}", n_y)
         to = {"device": like.device, "dtype": like.dtype}
         self.w_in = w_in.reshape(-1, q.dim).to(**to)
-        self.const = q.const.to(**to)
+        self.const = q.const.to(**to)  # (W,)
+        self.bias = _bias(q.const, batch, like)  # (B, W)
         self.w_u = None
         if n_u:  # (n_win C_u, W)
             w_u = [q.coef(f"u{tau}", n_u) for tau in range(self.n_win)]
             self.w_u = torch.cat(w_u).to(**to)
         self.queued = queued = [_Queued(b) for b in blocks[1:]]
         self.n_phases = N = max([qb.dil for qb in queued], default=0) + 1
-        # segment columns: E, then A_k and Z_k for k = 1 .. n - 1
-        ends, col = [q.dim], q.dim  # end of E, Z_1, Z_2, ..
-        a_col, z_col = [], []
+        # segment columns: E, Z_1, Z_2, ..; Z_k starts at z_col[k - 1]
+        z_col, col = [], q.dim
         for qb in queued:
-            a_col.append(col)
-            col += qb.taps[0].shape[0]
             z_col.append(col)
             col += qb.n_z
-            ends.append(col)
         self.segments = seg = like.new_zeros(N, batch, col)
         self.z_col = z_col
         self.delta = delta = [0]
         for qb in queued:
             delta.append(delta[-1] + qb.dil)
         outs = [_out_weight(blk) for blk in blocks]
-        w = [  # rows [S_k, A_k, carries of Z_k(s - dil)]
-            torch.cat([qb.T, outs[k] @ qb.T, qb.shift]).to(**to)
+        w = [  # rows [A_k, tanh(b / 2), S_k, carries of Z_k(s - dil)]
+            torch.cat([outs[k] @ qb.T, torch.zeros_like(qb.T), qb.T, qb.shift]).to(**to)
             for k, qb in enumerate(queued)
         ]
-        bias = [qb.b.to(**to) for qb in queued]
+        bias = [_bias(qb.b, batch, like) for qb in queued]
         w_last = outs[-1].to(**to)
         n = len(blocks)
-        self.a_last = like.new_zeros(batch, outs[-1].shape[0])
-        n_s = [base.dim] + [qb.n_z - qb.n_c - qb.n2 for qb in queued]  # S_k widths
+        # P and S of block k + 1: P_k at p0[k], then S_k up to ends[k]
+        p0 = [0] + [z + qb.n_c for z, qb in zip(z_col, queued, strict=True)]
+        ends = [q.dim] + [z + qb.n_z for z, qb in zip(z_col, queued, strict=True)]
+        n2 = [P.dim] + [qb.n2 for qb in queued]
         self.e_out, self.body, self.final = [], [], []
         for ph in range(N):
             slot = [seg[(ph + d) % N] for d in delta]  # segment of Z_k (E: k = 0)
             self.e_out.append(slot[0][:, : q.dim])
             ops = []
             for k in range(n):
-                # gate of block k + 1 (P in E or Z_k), A next to its skip term
-                p0 = 0 if k == 0 else z_col[k - 1] + queued[k - 1].n_c
-                n2 = P.dim if k == 0 else queued[k - 1].n2
-                A = self.a_last if k == n - 1 else slot[k][:, a_col[k] : z_col[k]]
-                ops += _gate_ops(slot[k][:, p0 : p0 + n2], A)
-                if k < n - 1:  # Z_{k+1} from [S, A, carries of s - dil]
-                    qb = queued[k]
-                    m1 = slot[k][:, ends[k] - n_s[k] : z_col[k] + qb.n_c]
+                gate, A = _gate(slot[k][:, p0[k] : p0[k] + n2[k]])
+                ops += gate
+                if k < n - 1:  # Z_{k+1} from [P_k, S_k, carries of s - dil]
+                    m1 = slot[k][:, p0[k] : z_col[k] + queued[k].n_c]
                     out = slot[k + 1][:, z_col[k] : ends[k + 1]]
                     ops.append((_addmm, (bias[k], m1, w[k]), {"out": out}))
             self.body.append(ops)
-            base_n = slot[n - 1][:, ends[n - 1] - n_s[n - 1] : ends[n - 1]]
-            self.final.append((base_n, self.a_last, w_last))
+            base_n = slot[n - 1][:, p0[n - 1] + n2[n - 1] : ends[n - 1]]
+            self.final.append((base_n, A, w_last))
 
     @staticmethod
     def _first(block: nn.Module, n_y: int, n_u: int):
@@ -424,7 +431,9 @@ class _BottomUp:
         """Per-step entry bias (B, n, W) from u windows (B, n, n_win C_u), into out."""
         torch.matmul(u_win, self.w_u, out=out).add_(self.const)
 
-    def run(self, phase: int, bias, window: torch.Tensor, out: torch.Tensor) -> None:
+    def run(
+        self, phase: int, bias: torch.Tensor, window: torch.Tensor, out: torch.Tensor
+    ) -> None:
         """One step: the level's features d (B, C) go to ``out``."""
         _addmm(bias, window, self.w_in, out=self.e_out[phase])
         _run(self.body[phase])
@@ -546,7 +555,7 @@ class _TopDown:
         self.w_in = torch.cat(
             [z0.coef(s, p.dim) for s, p in zip(names, inputs, strict=True)]
         ).to(**to)
-        self.bias = [self.const.to(**to)]  # replaced by link() below the top
+        self.bias = [_bias(self.const, batch, like)]  # link() sets it below the top
         self.z0 = like.new_zeros(batch, z0.dim)
         self.ops: list[_Op] = []
         self.last: tuple | None = None  # level 0: the output row is per step
@@ -555,12 +564,11 @@ class _TopDown:
         for k, (kind, P, dim) in enumerate(self.stages):
             w_p = P.dim
             if kind == "gate3d":
-                S = up[0]
-                A = like.new_zeros(batch, S, dim)
-                self.ops += _gate_ops(Z[:, :w_p].view(batch, S, -1), A)
+                gate, A = _gate(Z[:, :w_p].view(batch, up[0], -1))  # (B, S, C)
+                self.ops += gate
             elif kind == "gate":
-                A = like.new_zeros(batch, dim)
-                self.ops += _gate_ops(Z[:, :w_p], A)
+                gate, A = _gate(Z[:, :w_p])
+                self.ops += gate
             else:
                 A = like.new_zeros(batch, dim)
                 self.ops.append((sample, (lv, Z[:, :dim], Z[:, dim:w_p], A), {}))
@@ -585,18 +593,18 @@ class _TopDown:
         One ``addmm`` per step of this level computes G_k = const + g_k F_g
         for its S outputs; G_k is the bias of the level below's entry.
         """
-        to = {"device": like.device, "dtype": like.dtype}
-        F_g, const = below.F_g.to(**to), below.const.to(**to)
-        g = self.g
+        F_g, g = below.F_g.to(like), self.g
         if g.dim() == 3:  # learned upsampling: S outputs
             B, S, _ = g.shape
             G = like.new_zeros(B, S, F_g.shape[1])
+            const = _bias(below.const, B * S, like)
             self.ops.append(
                 (_addmm, (const, g.view(B * S, -1), F_g), {"out": G.view(B * S, -1)})
             )
             below.bias = list(G.unbind(1))
         else:
             G = like.new_zeros(g.shape[0], F_g.shape[1])
+            const = _bias(below.const, g.shape[0], like)
             self.ops.append((_addmm, (const, g, F_g), {"out": G}))
             below.bias = [G]
 
@@ -807,7 +815,7 @@ class StreamingSimulator:
         phase = (t1 // rate - 1) % chain.n_phases
         if lv == 0:
             r = self._r
-            bias = chain.const if self._u_rows is None else self._u_rows[r - self._h0]
+            bias = chain.bias if self._u_rows is None else self._u_rows[r - self._h0]
             d = self._db0_d[r]
             chain.run(phase, bias, self._pb.windows[r], d)
         else:
@@ -817,7 +825,7 @@ class StreamingSimulator:
                 below = hist.windows[hist.i]
             hist = self._db[lv]
             d = hist.rows[hist.advance()]
-            chain.run(phase, chain.const, below, d)
+            chain.run(phase, chain.bias, below, d)
         self.last_d[lv] = d
         if lv + 1 < self.n_levels:
             self._push_level(lv + 1, d)
