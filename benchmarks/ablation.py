@@ -9,6 +9,11 @@ of parameters) are trained with the same budget:
   (the paper's "without multiscale", essentially STCN);
 * ``no_latents``: the multiscale model without latent variables.
 
+Two system-identification studies follow: what closes the gap between the
+one-step ELBO and free-run simulation (noise on fed-back outputs, window
+length, deterministic vs Monte Carlo simulation), and fine-tuning on the
+simulation error itself (``rollout_steps``, :data:`ROLLOUT_VARIANTS`).
+
 They are compared on the speech stand-ins (``blizzard/standin`` in the
 shared data folder: ELBO per 0.5 s clip and KL per level on held-out clips,
 like the paper's Tables 1 and 2) and on one system-identification benchmark
@@ -18,11 +23,15 @@ Usage::
 
     python benchmarks/ablation.py --epochs 20 --output benchmarks/results/ablation.json
     python benchmarks/ablation.py --quick   # seconds, for the smoke test
+    python benchmarks/ablation.py --skip-speech --skip-sysid --skip-simulation \\
+        --rollout-benchmarks cascaded_tanks silverbox \\
+        --output benchmarks/results/rollout_finetune.json
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 import time
@@ -216,6 +225,94 @@ def simulation_ablation(args) -> dict:
     return {"rows": rows, "mc_samples": args.mc_samples}
 
 
+# fine-tuning variants of the rollout study: estimator parameters
+ROLLOUT_VARIANTS = {
+    "one_step": {},
+    "mse_last_64": {"rollout_steps": 64, "rollout_gradient": "last"},
+    "nll_last_64": {
+        "rollout_steps": 64,
+        "rollout_gradient": "last",
+        "rollout_loss": "nll",
+    },
+    "mse_full_16": {"rollout_steps": 16},
+    "nll_full_16": {"rollout_steps": 16, "rollout_loss": "nll"},
+}
+
+
+def _test_rmse(est, test) -> list[float]:
+    out = []
+    for ds in test:
+        ut, yt = io_arrays(ds)
+        n = int(ds.attrs["n_init"])
+        pred = est.predict(ut, y_init=yt[:n]).reshape(yt.shape)
+        scale = float(ds.attrs.get("report_scale", 1.0))
+        out.append(
+            scale * float(rmse(yt, pred, n_init=n, multioutput="uniform_average"))
+        )
+    return out
+
+
+def rollout_ablation(args) -> dict:
+    """Fine-tuning on the simulation error (``rollout_steps``) vs the ELBO alone.
+
+    One model is trained with the one-step objective (``sysid_small``,
+    ``--sysid-epochs`` epochs of ``--steps`` steps); every variant of
+    :data:`ROLLOUT_VARIANTS` then continues from the same weights for
+    ``--rollout-epochs`` epochs (``warm_start``), so the variants differ
+    only in the fine-tuning loss. Test RMSE in the benchmark's units.
+    """
+    rows = []
+    root = Path(args.data) / "nonlinear_benchmarks"
+    names = args.rollout_variants or list(ROLLOUT_VARIANTS)
+    for bench in args.rollout_benchmarks:
+        train, test = load_benchmark(bench, data_dir=root)
+        us = [io_arrays(d)[0] for d in train]
+        ys = [io_arrays(d)[1] for d in train]
+        X = us if len(us) > 1 else us[0]
+        Y = ys if len(ys) > 1 else ys[0]
+        base = MSSTCNRegressor(
+            preset="sysid_small",
+            max_iter=args.sysid_epochs,
+            steps_per_epoch=args.steps,
+            input_noise=args.input_noise,
+            random_state=args.seed,
+            device=args.device,
+        )
+        t0 = time.perf_counter()
+        base.fit(X, Y)
+        base_seconds = time.perf_counter() - t0
+        base_rmse = _test_rmse(base, test)
+        print({"benchmark": bench, "base_rmse": base_rmse}, flush=True)
+        for name in names:
+            est = copy.deepcopy(base)
+            est.set_params(
+                warm_start=True, max_iter=args.rollout_epochs, **ROLLOUT_VARIANTS[name]
+            )
+            t0 = time.perf_counter()
+            est.fit(X, Y)
+            seconds = time.perf_counter() - t0
+            new = est.history_[len(base.history_) :]
+            rows.append(
+                {
+                    "benchmark": bench,
+                    "variant": name,
+                    "params": ROLLOUT_VARIANTS[name],
+                    "test_sets": [ds.attrs["name"] for ds in test],
+                    "units": test[0].attrs.get("report_units", ""),
+                    "base_rmse": base_rmse,
+                    "base_train_seconds": base_seconds,
+                    "base_best_epoch": base.best_epoch_,
+                    "rmse": _test_rmse(est, test),
+                    "finetune_seconds": seconds,
+                    "best_epoch": est.best_epoch_,
+                    "val_sim_rmse": [r.get("val_sim_rmse") for r in new],
+                    "rollout_term": [r.get("rollout") for r in new],
+                }
+            )
+            print(rows[-1], flush=True)
+    return {"rows": rows, "rollout_epochs": args.rollout_epochs}
+
+
 def main(argv=None) -> None:
     """Run the ablation and write the JSON result."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -236,6 +333,12 @@ def main(argv=None) -> None:
     p.add_argument("--skip-speech", action="store_true")
     p.add_argument("--skip-sysid", action="store_true")
     p.add_argument("--skip-simulation", action="store_true")
+    p.add_argument("--skip-rollout", action="store_true")
+    p.add_argument("--rollout-epochs", type=int, default=10)
+    p.add_argument("--rollout-benchmarks", nargs="+", default=["cascaded_tanks"])
+    p.add_argument(
+        "--rollout-variants", nargs="+", choices=list(ROLLOUT_VARIANTS), default=None
+    )
     p.add_argument(
         "--noise-levels", type=float, nargs="+", default=[0.0, 0.1, 0.3, 0.5]
     )
@@ -252,6 +355,8 @@ def main(argv=None) -> None:
         args.steps, args.batch_size, args.width, args.sysid_width = 2, 2, 8, 8
         args.latent, args.components = 2, 2
         args.noise_levels, args.mc_samples = [0.0], 2
+        args.rollout_epochs = 1
+        args.rollout_variants = args.rollout_variants or ["one_step", "mse_last_64"]
     out = {
         "hardware": hardware_info(args.device),
         "settings": {k: v for k, v in vars(args).items() if k != "output"},
@@ -262,6 +367,8 @@ def main(argv=None) -> None:
         out["sysid"] = sysid_ablation(args)
     if not args.skip_simulation:
         out["simulation"] = simulation_ablation(args)
+    if not args.skip_rollout:
+        out["rollout"] = rollout_ablation(args)
     path = Path(args.output)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))

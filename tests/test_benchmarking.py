@@ -95,6 +95,12 @@ def test_ablation_quick(shared_data, tmp_path):
     )
     assert len(data["speech"]["rows"][0]["test_kl_per_level"]) == 5
     assert [r["variant"] for r in data["sysid"]["rows"]] == variants
+    rollout = data["rollout"]["rows"]
+    assert [r["variant"] for r in rollout] == ["one_step", "mse_last_64"]
+    assert rollout[0]["base_rmse"] == rollout[1]["base_rmse"]  # same start
+    assert all(math.isfinite(v) for r in rollout for v in r["rmse"])
+    assert rollout[0]["rollout_term"] == [None]
+    assert rollout[1]["rollout_term"][0] > 0
 
 
 def test_a_diverged_simulation_is_recorded_not_raised():
