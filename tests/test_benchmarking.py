@@ -40,6 +40,11 @@ def test_run_benchmark_tiny_protocol(benchmark_data):
     ms = [r for r in res["results"] if r["model"] == "MS-STCN"]
     assert all(0.0 <= r["coverage_90"] <= 1.0 for r in ms)
     assert res["config"]["MS-STCN"]["max_iter"] == BUDGETS["tiny"]["max_iter"]
+    # the budget's second fit on the simulation error is recorded
+    finetune = BUDGETS["tiny"]["finetune"]
+    assert res["config"]["MS-STCN"]["finetune"] == finetune
+    assert all(len(r["stage_seconds"]) == 2 for r in ms)
+    assert ms[0]["epochs"] == BUDGETS["tiny"]["max_iter"] + finetune["max_iter"]
     assert res["hardware"]["device"] == "cpu"
     json.dumps(res)  # JSON-friendly
     assert set(res["published"]) == set(res["targets"]) == tests
