@@ -16,19 +16,22 @@ simulator is built to make few of them (44 per step for ``sysid_small``):
   into fixed lists of torch calls on preallocated buffers and views. A
   gated block costs one ``tanh_`` and one ``addcmul_``, both in place
   (sigmoid(b) = (1 + tanh(b / 2)) / 2, the halves folded into the
-  weights), and one ``addmm``.
-* Between two gates a chain is affine, so consecutive weights are composed
-  (in float64) when the simulator is made, and a block's output projection
-  is part of the product that computes the next block's pre-activation. In
-  a top-down chain (1x1 convolutions) the ``addmm`` after each gate updates
-  the partial pre-activations of all later gates and the chain's output
-  (the output head on level 0; deterministic latents, the prior mean, are
-  folded in as well).
-* A causal convolution queues, for each step, the contributions of its
-  input to the steps that will read them (fast Wavenet) as carries: the
-  product after a gate reads [pre-activation, skip term, carries due now]
-  as one matrix and writes the next block's [carries, pre-activation, skip
-  term], in slots laid out so that the operands are adjacent.
+  weights), and one or two ``addmm``.
+* A causal convolution keeps, for each future step, the sum of its past
+  taps (fast Wavenet queues); the entry of a step is the bias of the
+  ``addmm`` that computes its pre-activation, which also starts the entry
+  of a later step.
+* Between two gates a chain is affine, so consecutive weights can be
+  composed (in float64) when the simulator is made: a block's output
+  projection then becomes part of the product that computes the next
+  block's pre-activation, and in a top-down chain (1x1 convolutions) the
+  ``addmm`` after each gate updates the partial pre-activations of all
+  later gates and the chain's output (the output head, and the prior mean
+  for deterministic latents). This saves calls but costs multiply-adds, so
+  each chain is fused only when a rough cost model (calls against
+  multiply-adds times the batch) says it is faster: narrow models and
+  small batches; wide models and large batches keep one product per
+  block's pre-activation and one per output.
 * Fed-back outputs, the features d of each level and the exogenous input
   are kept in per-step rows, read as matrices by the first block of each
   level and by the top-down entries. The output of the level above enters
@@ -66,9 +69,14 @@ __all__ = ["StreamingSimulator", "simulate"]
 # level-0 rows are handled in chunks of at most 2**_CHUNK_BITS steps (and at
 # most _CHUNK_ELEMENTS buffer elements), so that a long simulation keeps no
 # per-step Python objects; coarser levels keep _COARSE_ROWS rows per chunk
-_CHUNK_BITS = 10
+_CHUNK_BITS = 7
 _CHUNK_ELEMENTS = 1 << 22
 _COARSE_ROWS = 64
+# a fused product saves torch calls but does more multiply-adds; one call
+# costs about as much as _CALL_MACS of them (float32, summed over the batch,
+# one CPU thread). _FUSE forces one form (tests); None lets the costs decide
+_CALL_MACS = 8_000
+_FUSE: bool | None = None
 
 _F64 = torch.float64
 _addmm, _addcmul, _baddbmm = torch.addmm, torch.addcmul, torch.baddbmm
@@ -83,27 +91,44 @@ def _f64(w: torch.Tensor) -> torch.Tensor:
     return w.detach().to("cpu", _F64)
 
 
-def _gate_scale(n: int) -> torch.Tensor:
-    """Row scale of a gated pre-activation: 1 for tanh rows, 1/2 for the gate.
+def _gated(w: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Rows [a, b] of a gated pre-activation, reordered as [b / 2, a].
 
-    With the gate half scaled by 1/2, tanh(a) * sigmoid(b) =
-    (t_a + t_a * t_b) / 2 for t = tanh(scaled pre-activation), so one tanh
-    serves both halves; the final 1/2 is folded into the output projection.
+    With t = tanh of the reordered pre-activation, tanh(a) sigmoid(b) =
+    (t_a + t_a t_b) / 2 since sigmoid(b) = (1 + tanh(b / 2)) / 2: one tanh
+    serves both halves (see :func:`_gate`); the final 1/2 is folded into the
+    output projection (see :func:`_out_weight`).
     """
-    s = torch.ones(n, dtype=_F64)
-    s[n // 2 :] = 0.5
-    return s
+    a, b = w.chunk(2, dim)
+    return torch.cat([b * 0.5, a], dim)
 
 
 def _gate(P: torch.Tensor) -> tuple[list[_Op], torch.Tensor]:
-    """Calls that turn P = [a, b / 2] into [2 tanh(a) sigmoid(b), tanh(b / 2)].
+    """Calls that turn P = [b / 2, a] into [t_b, t_a + t_a t_b], in place.
 
-    Both run in place (cheaper than writing elsewhere); returns them and A,
-    the view of the first half. A product that reads all of P gives the
-    second half zero weights (its values are finite).
+    Returns them and A = t_a + t_a t_b = 2 tanh(a) sigmoid(b), the view of
+    the second half: a product can read A together with what follows P in
+    memory (and in-place calls are the cheapest).
     """
-    Pa, Pg = P.chunk(2, dim=-1)
+    Pg, Pa = P.chunk(2, dim=-1)
     return [(_tanh_, (P,), {}), (_addcmul_, (Pa, Pa, Pg), {})], Pa
+
+
+def _fuse(extra_macs: int, saved_calls: int, batch: int, like: torch.Tensor) -> bool:
+    """Whether ``saved_calls`` fewer calls are worth ``extra_macs`` (per sample)."""
+    if _FUSE is not None:
+        return _FUSE
+    if saved_calls <= 0:  # nothing to fuse
+        return False
+    budget = _CALL_MACS * 4 / like.element_size()  # float64 costs twice
+    if like.device.type != "cpu":  # calls cost more there, arithmetic far less
+        budget *= 64
+    return batch * extra_macs <= saved_calls * budget
+
+
+def _dev(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A composed weight in the model's dtype and device (contiguous)."""
+    return w.to(like).contiguous()
 
 
 def _bias(c: torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
@@ -125,34 +150,49 @@ class _Affine:
 
     Parameters
     ----------
-    terms : dict of str to torch.Tensor of shape (dim_s, dim)
+    terms : dict of str to torch.Tensor of shape (dim_s, dim) or tuple
+        A tuple (offset, dim_s) stands for a source copied to the output
+        columns offset .. offset + dim_s - 1 (its product with a matrix is
+        a slice of the matrix's rows).
     const : torch.Tensor of shape (dim,)
     """
 
     __slots__ = ("const", "terms")
 
-    def __init__(self, terms: dict[str, torch.Tensor], const: torch.Tensor) -> None:
+    def __init__(self, terms: dict, const: torch.Tensor) -> None:
         self.terms, self.const = terms, const
 
     @classmethod
     def source(cls, name: str, dim: int) -> _Affine:
         """The identity map of a source of ``dim`` channels."""
-        return cls({name: torch.eye(dim, dtype=_F64)}, torch.zeros(dim, dtype=_F64))
+        return cls({name: (0, dim)}, torch.zeros(dim, dtype=_F64))
 
     @property
     def dim(self) -> int:
         return self.const.shape[0]
 
+    def _m(self, name: str) -> torch.Tensor:
+        """The matrix of a term."""
+        m = self.terms[name]
+        if isinstance(m, tuple):
+            (o, n), m = m, torch.zeros(m[1], self.dim, dtype=_F64)
+            m[:, o : o + n] = torch.eye(n, dtype=_F64)
+        return m
+
     def __matmul__(self, w: torch.Tensor) -> _Affine:  # w: (dim, n)
-        return _Affine({k: m @ w for k, m in self.terms.items()}, self.const @ w)
+        terms = {
+            k: w[m[0] : m[0] + m[1]] if isinstance(m, tuple) else m @ w
+            for k, m in self.terms.items()
+        }
+        return _Affine(terms, self.const @ w)
 
     def __mul__(self, c: float) -> _Affine:
-        return _Affine({k: m * c for k, m in self.terms.items()}, self.const * c)
+        return _Affine({k: self._m(k) * c for k in self.terms}, self.const * c)
 
     def __add__(self, other: _Affine) -> _Affine:
         terms = dict(self.terms)
-        for k, m in other.terms.items():
-            terms[k] = terms[k] + m if k in terms else m
+        for k in other.terms:
+            terms[k] = self._m(k) + other._m(k) if k in terms else other.terms[k]
         return _Affine(terms, self.const + other.const)
 
     def shift(self, c: torch.Tensor) -> _Affine:
@@ -161,30 +201,39 @@ class _Affine:
 
     def cols(self, n: int) -> _Affine:
         """The first n output channels."""
-        return _Affine({k: m[:, :n] for k, m in self.terms.items()}, self.const[:n])
+        return _Affine({k: self._m(k)[:, :n] for k in self.terms}, self.const[:n])
 
     def coef(self, name: str, dim_s: int) -> torch.Tensor:
         """The matrix (dim_s, dim) that multiplies source ``name`` (0 if absent)."""
-        m = self.terms.get(name)
-        return torch.zeros(dim_s, self.dim, dtype=_F64) if m is None else m
+        if name not in self.terms:
+            return torch.zeros(dim_s, self.dim, dtype=_F64)
+        return self._m(name)
 
     @staticmethod
     def cat(parts: list[_Affine]) -> _Affine:
         """Concatenate the outputs of several maps."""
-        dims = {k: m.shape[0] for p in parts for k, m in p.terms.items()}
-        terms = {
-            k: torch.cat([p.coef(k, n) for p in parts], 1) for k, n in dims.items()
-        }
+        offsets = [0]
+        for p in parts:
+            offsets.append(offsets[-1] + p.dim)
+        terms = {}
+        for k in dict.fromkeys(k for p in parts for k in p.terms):
+            own = [
+                (p, o) for p, o in zip(parts, offsets[:-1], strict=True) if k in p.terms
+            ]
+            m = own[0][0].terms[k]
+            if len(own) == 1 and isinstance(m, tuple):  # still a copy
+                terms[k] = (own[0][1] + m[0], m[1])
+            else:
+                n = m[1] if isinstance(m, tuple) else m.shape[0]
+                terms[k] = torch.cat([p.coef(k, n) for p in parts], 1)
         return _Affine(terms, torch.cat([p.const for p in parts]))
 
 
-def _taps(
-    conv: nn.Conv1d, scale: torch.Tensor
-) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Taps of a convolution as (I, O) matrices by lag (0 = current), and the bias."""
-    w = _f64(conv.weight) * scale[:, None, None]  # (O, I, k)
+def _taps(conv: nn.Conv1d) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Taps (I, 2C) by lag (0 = current) of a gated convolution, and its bias."""
+    w = _gated(_f64(conv.weight))  # (2C, I, k), rows as in _gated
     k = w.shape[-1]
-    return [w[..., k - 1 - m].t() for m in range(k)], _f64(conv.bias) * scale
+    return [w[..., k - 1 - m].t() for m in range(k)], _gated(_f64(conv.bias))
 
 
 def _lin(x: _Affine, module: nn.Module) -> _Affine:
@@ -239,7 +288,7 @@ class _History:
         like: torch.Tensor,
     ) -> None:
         self.H, self.K = hist, length
-        self.buf = like.new_zeros(batch, hist + length, width)
+        self.buf = like.new_zeros(batch, hist + length, width)  # (B, H + K, W)
         self.rows = _rows(self.buf)
         self.windows = _windows(self.buf, window) if window else []
         self.i = hist - 1  # the latest row
@@ -261,43 +310,46 @@ class _History:
 
 
 class _Queued:
-    """Weights of a causal gated block that follows another block.
+    """A causal gated block that follows another one, with a queue per step.
 
-    With carries c_m(s) = sum_{i >= m} x(s - (i - m) dil) W_i (tap i has
-    lag i dil), the pre-activation is P(s) = b + x(s) W_0 + c_1(s - dil) and
-    c_m(s) = x(s) W_m + c_{m+1}(s - dil): the queue of a step is its carries
-    (fast Wavenet), and [c(s), P(s), skip(s)] = [x(s), c(s - dil)] @
-    [[T], [shift]] + bias with T = [W_1 .. W_{k-1}, W_0, W_skip].
+    P(s) = x(s) W_0 + Q(s), where the queue entry Q(s) = b + sum_{m >= 1}
+    x(s - m dil) W_m collects the past taps (fast Wavenet). The product that
+    computes P(s) (and the skip term S(s), when it is needed) also starts
+    the entry of step s + (k - 1) dil, x(s) W_{k-1} + b: its output [P, S,
+    Q] has the bias [Q(s), b_S, b], i.e. the entry of step s followed by
+    constants in the same slot (see :class:`_BottomUp`). Taps 1 .. k - 2
+    are added to their entries as they arrive.
 
     Parameters
     ----------
     block : GatedBlock
+    with_skip : bool
+        Whether the product computes S even for an identity skip.
     """
 
-    def __init__(self, block: nn.Module) -> None:
-        self.n2 = n2 = block.conv.weight.shape[0]
-        self.taps, b = _taps(block.conv, _gate_scale(n2))
+    def __init__(self, block: nn.Module, with_skip: bool) -> None:
+        self.taps, b = _taps(block.conv)
         self.k = k = len(self.taps)
         self.dil = block.conv.dilation[0] if k > 1 else 0
-        self.n_c = n_c = (k - 1) * n2  # carries
-        skip = [] if isinstance(block.skip, nn.Identity) else [block.skip]
-        self.T = torch.cat(
-            self.taps[1:]
-            + self.taps[:1]
-            + [_f64(m.weight)[..., 0].t() for m in skip]
-            + ([] if skip else [torch.eye(self.taps[0].shape[0], dtype=_F64)]),
-            dim=1,
-        )  # (C_in, n_z)
-        self.n_z = n_z = self.T.shape[1]
-        self.shift = torch.zeros(n_c, n_z, dtype=_F64)  # carries of s - dil
-        for m in range(1, k):  # c_1 -> P, c_m -> c_{m-1}
-            dst = n_c if m == 1 else (m - 2) * n2
-            self.shift[(m - 1) * n2 : m * n2, dst : dst + n2] = torch.eye(n2)
-        self.b = torch.cat(
-            [torch.zeros(n_c, dtype=_F64), b]
-            + [_f64(m.bias) for m in skip]
-            + ([] if skip else [torch.zeros(self.T.shape[0], dtype=_F64)])
-        )
+        c_in, self.n2 = self.taps[0].shape
+        proj = not isinstance(block.skip, nn.Identity)
+        self.with_skip = with_skip or proj
+        cols, s_b = [self.taps[0]], []
+        if self.with_skip:
+            if proj:
+                cols.append(_f64(block.skip.weight)[..., 0].t())
+                s_b.append(_f64(block.skip.bias))
+            else:
+                cols.append(torch.eye(c_in, dtype=_F64))
+                s_b.append(torch.zeros(c_in, dtype=_F64))
+        self.n_s = self.n2 // 2 if self.with_skip else 0  # width of S
+        if k > 1:
+            cols.append(self.taps[-1])
+        self.T = torch.cat(cols, 1)  # (C_in, [P, S, Q])
+        self.n_out = self.T.shape[1]
+        # the constants that follow Q in a slot, or the bias of a 1x1 block
+        self.const = torch.cat([*s_b, b]) if k > 1 else torch.cat([b, *s_b])
+        self.b = b
 
 
 class _BottomUp:
@@ -306,20 +358,19 @@ class _BottomUp:
     The first block reads a window of ``n_win`` rows of the level's input
     (rows of width ``row_width`` whose columns ``row_offset`` onwards hold
     the input; level 0 adds the exogenous input through a per-step bias,
-    see :meth:`u_terms`): one ``addmm`` gives E = [P_1, S_1], its scaled
-    pre-activation and skip term. Block k's output x_k = S_k + A_k W_out
-    (A_k its gate) is never formed: one ``addmm`` of [S_k, A_k, c_{k+1}(s -
-    dil)] gives Z_k = [c_{k+1}(s), P_{k+1}(s), S_{k+1}(s)] for the next
-    block (see :class:`_Queued`); only the last block's output d is formed.
-    The gate of block k works in place on P_k, so the product reads [P_k,
-    S_k, c_{k+1}(s - dil)] (see :func:`_gate`).
+    see :meth:`u_terms`): one ``addmm`` gives E = [P_1, S_1], its
+    pre-activation and skip term. Every later block is a :class:`_Queued`
+    with a ring of N = max((k - 1) dil) + 1 slots [P, S, Q, constants]: the
+    product of step s writes slot s mod N, whose entry Q is read by step s +
+    (k - 1) dil.
 
-    The operands must be adjacent, so the buffers live in N = max(dil) + 1
-    segments laid out as [E, Z_1, Z_2, ..]: at step s, E goes to segment s
-    mod N and Z_k to segment (s + delta_k) mod N with delta_k = dil_2 + ..
-    + dil_{k+1}, so that Z_k(s - dil_{k+1}), whose carries step s reads,
-    sits right after Z_{k-1}(s) (or E(s)). A region lives at most dil < N
-    steps, and the calls of each phase s mod N are listed once.
+    Between two blocks, either a product forms x_{k-1} = S_{k-1} + A_{k-1}
+    W_out (A the gate's output) and a second one reads it (as many
+    multiply-adds as the network; an identity skip is updated in place), or
+    the two are fused: [A_{k-1}, S_{k-1}], adjacent in their slot, times
+    [[W_out T], [T]] gives the next [P_k, S_k, Q] at once (one call less,
+    more multiply-adds); :func:`_fuse` chooses per level. Only the last
+    block's output d leaves the chain.
 
     Parameters
     ----------
@@ -350,57 +401,83 @@ class _BottomUp:
         w_in = torch.zeros(self.n_win, row_width, q.dim, dtype=_F64)
         for tau in range(self.n_win):
             w_in[tau, row_offset : row_offset + n_y] = q.coef(f"y{tau}", n_y)
-        to = {"device": like.device, "dtype": like.dtype}
-        self.w_in = w_in.reshape(-1, q.dim).to(**to)
-        self.const = q.const.to(**to)  # (W,)
+        self.w_in = _dev(w_in.reshape(-1, q.dim), like)
+        self.const = _dev(q.const, like)  # (W,)
         self.bias = _bias(q.const, batch, like)  # (B, W)
         self.w_u = None
         if n_u:  # (n_win C_u, W)
             w_u = [q.coef(f"u{tau}", n_u) for tau in range(self.n_win)]
-            self.w_u = torch.cat(w_u).to(**to)
-        self.queued = queued = [_Queued(b) for b in blocks[1:]]
-        self.n_phases = N = max([qb.dil for qb in queued], default=0) + 1
-        # segment columns: E, Z_1, Z_2, ..; Z_k starts at z_col[k - 1]
-        z_col, col = [], q.dim
-        for qb in queued:
-            z_col.append(col)
-            col += qb.n_z
-        self.segments = seg = like.new_zeros(N, batch, col)
-        self.z_col = z_col
-        self.delta = delta = [0]
-        for qb in queued:
-            delta.append(delta[-1] + qb.dil)
-        outs = [_out_weight(blk) for blk in blocks]
-        w = [  # rows [A_k, tanh(b / 2), S_k, carries of Z_k(s - dil)]
-            torch.cat([outs[k] @ qb.T, torch.zeros_like(qb.T), qb.T, qb.shift]).to(**to)
-            for k, qb in enumerate(queued)
+            self.w_u = _dev(torch.cat(w_u), like)
+        self.e = like.new_zeros(batch, q.dim)  # E = [P_1, S_1]
+        self.fused = _fuse(*self._extra_macs(blocks), batch, like)
+        self.queued = queued = [_Queued(b, self.fused) for b in blocks[1:]]
+        self.n_phases = N = max([(qb.k - 1) * qb.dil for qb in queued], default=0) + 1
+        self.rings = [  # zeroed by zero()
+            like.new_empty(N, batch, qb.n_out + (qb.const.shape[0] if qb.k > 1 else 0))
+            for qb in queued
         ]
-        bias = [_bias(qb.b, batch, like) for qb in queued]
-        w_last = outs[-1].to(**to)
-        n = len(blocks)
-        # P and S of block k + 1: P_k at p0[k], then S_k up to ends[k]
-        p0 = [0] + [z + qb.n_c for z, qb in zip(z_col, queued, strict=True)]
-        ends = [q.dim] + [z + qb.n_z for z, qb in zip(z_col, queued, strict=True)]
-        n2 = [P.dim] + [qb.n2 for qb in queued]
-        self.e_out, self.body, self.final = [], [], []
+        self.zero()
+        outs = [_out_weight(blk) for blk in blocks]
+        if self.fused:  # rows [A_{k-1}, S_{k-1}]
+            w = [torch.cat([outs[i] @ qb.T, qb.T]) for i, qb in enumerate(queued)]
+            acc = [
+                [torch.cat([outs[i] @ t, t]) for t in qb.taps[1:-1]]
+                for i, qb in enumerate(queued)
+            ]
+        else:
+            w = [qb.T for qb in queued]
+            acc = [qb.taps[1:-1] for qb in queued]
+        w = [_dev(m, like) for m in w]
+        acc = [[_dev(m, like) for m in a] for a in acc]
+        outs = [_dev(m, like) for m in outs]
+        const = [_bias(qb.const, batch, like) for qb in queued]
+        # x_k of the per-block form (an identity skip updates it in place)
+        x = None if self.fused else like.new_zeros(batch, cfg.channels[lv])
+        p1 = P.dim
+        self.body: list[list[_Op]] = []
+        self.final: list[tuple] = []
         for ph in range(N):
-            slot = [seg[(ph + d) % N] for d in delta]  # segment of Z_k (E: k = 0)
-            self.e_out.append(slot[0][:, : q.dim])
-            ops = []
-            for k in range(n):
-                gate, A = _gate(slot[k][:, p0[k] : p0[k] + n2[k]])
+            ops, A = _gate(self.e[:, :p1])
+            base, AS, w_out = self.e[:, p1:], self.e[:, p1 // 2 :], outs[0]
+            for i, (qb, ring) in enumerate(zip(queued, self.rings, strict=True)):
+                if self.fused:
+                    m1 = AS  # [A, S] of the previous block
+                else:
+                    ops.append((_addmm, (base, A, w_out), {"out": x}))
+                    m1 = x
+                q0, n2 = qb.n2 + qb.n_s, qb.n2  # the entry Q in a slot
+                for m, w_m in enumerate(acc[i], 1):  # tap m: entry of s + m dil
+                    tgt = ring[(ph + (m - qb.k + 1) * qb.dil) % N][:, q0 : q0 + n2]
+                    ops.append((_addmm, (tgt, m1, w_m), {"out": tgt}))
+                if qb.k > 1:  # [Q(s), b_S, b], from slot s - (k - 1) dil
+                    bias = ring[(ph - (qb.k - 1) * qb.dil) % N][:, q0 : q0 + qb.n_out]
+                else:
+                    bias = const[i]
+                slot = ring[ph]
+                ops.append((_addmm, (bias, m1, w[i]), {"out": slot[:, : qb.n_out]}))
+                gate, A = _gate(slot[:, :n2])
                 ops += gate
-                if k < n - 1:  # Z_{k+1} from [P_k, S_k, carries of s - dil]
-                    m1 = slot[k][:, p0[k] : z_col[k] + queued[k].n_c]
-                    out = slot[k + 1][:, z_col[k] : ends[k + 1]]
-                    ops.append((_addmm, (bias[k], m1, w[k]), {"out": out}))
+                base = slot[:, n2:q0] if qb.with_skip else x
+                AS, w_out = slot[:, n2 // 2 : q0], outs[i + 1]
             self.body.append(ops)
-            base_n = slot[n - 1][:, p0[n - 1] + n2[n - 1] : ends[n - 1]]
-            self.final.append((base_n, A, w_last))
+            self.final.append((base, A, w_out))
+
+    @staticmethod
+    def _extra_macs(blocks: list[nn.Module]) -> tuple[int, int]:
+        """Multiply-adds a fused chain adds per step, and the calls it saves."""
+        extra = 0
+        for blk in blocks[1:]:
+            k, n2 = blk.conv.kernel_size[0], blk.conv.weight.shape[0]
+            c, proj = n2 // 2, not isinstance(blk.skip, nn.Identity)
+            q = n2 if k > 1 else 0
+            fused = 2 * c * (n2 + c + q) + (k - 2) * 2 * c * n2
+            split = c * c + c * (n2 + (c if proj else 0) + q) + (k - 2) * c * n2
+            extra += fused - split
+        return extra, len(blocks) - 1
 
     @staticmethod
     def _first(block: nn.Module, n_y: int, n_u: int):
-        """Scaled pre-activation and skip term of the first block (symbolic).
+        """Pre-activation and skip term of the first block (symbolic).
 
         Sources ``y{tau}`` (and ``u{tau}``) are the input at window row tau
         (oldest first). Returns (P, skip, window length).
@@ -412,18 +489,16 @@ class _BottomUp:
                 parts.append(_Affine.source(f"u{tau}", n_u))
             return _Affine.cat(parts)
 
-        n2 = block.conv.weight.shape[0]
-        scale = _gate_scale(n2)
         if isinstance(block, DownsampleBlock) and block.resampling == "learned":
             S = block.stride
-            w = _f64(block.conv.weight) * scale[:, None, None]  # (2C, I, S)
+            w = _gated(_f64(block.conv.weight))  # (2C, I, S)
             P = x(0) @ w[..., 0].t()
             mean = x(0)
             for k in range(1, S):
                 P, mean = P + x(k) @ w[..., k].t(), mean + x(k)
-            P = P.shift(_f64(block.conv.bias) * scale)
+            P = P.shift(_gated(_f64(block.conv.bias)))
             return P, _lin(mean * (1.0 / S), block.skip), S
-        taps, b = _taps(block.conv, scale)
+        taps, b = _taps(block.conv)
         dil = block.conv.dilation[0]
         M = (len(taps) - 1) * dil
         S = block.stride if isinstance(block, DownsampleBlock) else 1
@@ -450,47 +525,60 @@ class _BottomUp:
         self, phase: int, bias: torch.Tensor, window: torch.Tensor, out: torch.Tensor
     ) -> None:
         """One step: the level's features d (B, C) go to ``out``."""
-        _addmm(bias, window, self.w_in, out=self.e_out[phase])
+        _addmm(bias, window, self.w_in, out=self.e)
         _run(self.body[phase])
         base, a, w = self.final[phase]
         _addmm(base, a, w, out=out)
 
     def zero(self) -> None:
-        """Empty queues."""
-        self.segments.zero_()
+        """Empty queues (a history of zeros)."""
+        self.prime([None] * (len(self.queued) + 1), 0)
 
-    def prime(self, inputs: list[torch.Tensor]) -> None:
-        """Queue a teacher-forced history: block inputs (B, C_in, n) at step n."""
-        self.segments.zero_()
+    def prime(self, inputs: list[torch.Tensor | None], n: int) -> None:
+        """Queue a teacher-forced history of n steps.
+
+        Parameters
+        ----------
+        inputs : list of torch.Tensor of shape (B, C_in, n)
+            The input of every block (the first one is not used).
+        n : int
+        """
         N = self.n_phases
-        for k, (qb, x) in enumerate(zip(self.queued, inputs[1:], strict=True)):
-            taps = [t.to(x) for t in qb.taps]
-            n, dil, n2 = x.shape[-1], qb.dil, qb.n2
-            for s in range(n - dil, n):  # carries of the steps still queued
-                for m in range(1, qb.k):  # c_m(s)
-                    acc = None
-                    for i in range(m, qb.k):
-                        tau = s - (i - m) * dil
-                        if 0 <= tau < n:
-                            term = x[..., tau] @ taps[i]
-                            acc = term if acc is None else acc + term
-                    if acc is not None:
-                        col = self.z_col[k] + (m - 1) * n2
-                        seg = self.segments[(s + self.delta[k + 1]) % N]
-                        seg[:, col : col + n2] = acc
+        for qb, ring, x in zip(self.queued, self.rings, inputs[1:], strict=True):
+            ring.zero_()
+            if qb.k == 1:
+                continue
+            ring[..., qb.n_out :] = qb.const.to(ring)
+            q0, dil = qb.n2 + qb.n_s, qb.dil
+            taps = [t.to(ring) for t in qb.taps]
+            for tau in range(n, n + (qb.k - 1) * dil):  # entries still queued
+                entry = qb.b.to(ring).expand(ring.shape[1], -1)
+                for m in range(1, qb.k):
+                    if 0 <= tau - m * dil < n:
+                        entry = entry + x[..., tau - m * dil] @ taps[m]
+                slot = ring[(tau - (qb.k - 1) * dil) % N]
+                slot[:, q0 : q0 + qb.n2] = entry
 
 
 class _TopDown:
-    """The top-down chain of one level, composed into one affine map per gate.
+    """The top-down chain of one level: mixer, latent, decoder and output.
 
-    Stage k applies a nonlinearity (a gate, or a latent draw) to its
-    pre-activation P_k; all the pre-activations and the chain's output are
-    affine in the chain's inputs (g from the level above, the delayed
-    features d, u on level 0) and the outputs A_1 .. A_n of the stages. The
-    buffer Z_k holds [P_{k+1}, .., P_n, output] with everything known after
-    stage k added in: Z_0 = bias + [d, u] F and Z_k = tail(Z_{k-1}) + A_k
-    W_k. The bias is the level above's output projected by F_g (see
-    :meth:`link`), or the constant term at the top.
+    It starts with one product that reads a row [d_{j-1}, u] (u on level 0
+    only) with, as bias, the output of the level above already multiplied by
+    the weights that read it (see :meth:`link`; a constant at the top).
+    Two forms, chosen by :func:`_fuse`:
+
+    * per block: a product gives a block's pre-activation (and the terms
+      that its output needs as a bias), a second one its output (in place
+      on the residual for an identity skip). The residual g follows the
+      latent z in a buffer X = [(prior pre-activation), z, g], so that a
+      decoder block reads [z, g] as one matrix: the last mixer block writes
+      [prior, h] there.
+    * fused: the chain is affine between its stages (gates, the latent
+      draw), so with the stage outputs A_k as sources the buffer Z_k holds
+      [P_{k+1}, .., P_n, output] with everything known after stage k added
+      in: Z_0 = bias + [d, u] F and Z_k = tail(Z_{k-1}) + A_k W_k, one product
+      per stage (every A_k reaches all later stages: more multiply-adds).
 
     Parameters
     ----------
@@ -501,6 +589,9 @@ class _TopDown:
     sample : callable
         ``sample(lv, mean, pre, z)`` draws the latent into z.
     like : torch.Tensor
+    head_y : bool
+        Level 0: whether the output row is [params, y] (y, the Gaussian
+        mean, repeated) or the parameters only.
     """
 
     def __init__(
@@ -511,9 +602,12 @@ class _TopDown:
         batch: int,
         sample: Callable,
         like: torch.Tensor,
+        head_y: bool = False,
     ) -> None:
         cfg = model.config
         td = model.top_down[lv]
+        self.lv, self.batch, self.like, self.sample = lv, batch, like, sample
+        self.head_y = head_y
         C = cfg.channels[lv]
         self.has_above = lv < cfg.n_levels - 1
         parts = [_Affine.source("g", C)] if self.has_above else []
@@ -521,101 +615,246 @@ class _TopDown:
         n_u = cfg.n_inputs if lv == 0 else 0
         if n_u:
             parts.append(_Affine.source("u", n_u))
+        self.parts = parts
+        self.n_z = td.prior.weight.shape[0] // 2 if td.use_latents else 0
+        self.sampled = td.use_latents and latent == "prior"
+        self.ops: list[_Op] = []
+        self.last: tuple | None = None  # level 0: (bias, A, W) of the output row
+        self.g: torch.Tensor | None = None  # level > 0: output, (B, [S,] C_out)
+        self.fused = _fuse(*self._extra_macs(model), batch, like)
+        entry = self._fused(model) if self.fused else self._per_block(model)
+        self.F_g = entry.coef("g", C) if self.has_above else None
+        self.const = entry.const
+        names = ("d", "u")[: len(parts) - self.has_above]
+        inputs = parts[self.has_above :]  # a d row is [d, u]
+        w_in = [entry.coef(s, p.dim) for s, p in zip(names, inputs, strict=True)]
+        self.w_in = _dev(torch.cat(w_in), like)
+        self.bias = [_bias(self.const, batch, like)]  # link() sets it below the top
+
+    def _extra_macs(self, model: MSSTCN) -> tuple[int, int]:
+        """Multiply-adds the fused form adds per step, and the calls it saves."""
+        cfg, td, lv = model.config, model.top_down[self.lv], self.lv
+        C, n_z = cfg.channels[lv], self.n_z
+        n_in = sum(p.dim for p in self.parts)
+        widths, dims, per_block, w_in = [], [], 0, n_in
+        for _ in td.mixer:
+            widths.append(2 * C)
+            dims.append(C)
+            per_block += w_in * 3 * C + C * C
+            w_in = C
+        per_block += C * 2 * n_z  # the prior, with the last mixer block
+        if self.sampled:
+            widths.append(2 * n_z)
+            dims.append(n_z)
+        for blk in td.decoder:
+            transposed = isinstance(blk.conv, nn.ConvTranspose1d)
+            n2 = blk.conv.weight.shape[1 if transposed else 0]
+            S = blk.conv.weight.shape[-1] if transposed else 1
+            widths.append(S * n2)
+            dims.append(n2 // 2)
+            per_block += (n_z + w_in) * (S * n2 + n2 // 2) + S * n2 // 2 * n2 // 2
+            w_in = n2 // 2
+        out = w_in
+        if lv == 0:
+            out = model.likelihood.n_params + (cfg.n_outputs if self.head_y else 0)
+        per_block += w_in * out
+        fused = n_in * (sum(widths) + out)
+        for k in range(1, len(widths)):
+            fused += dims[k - 1] * (sum(widths[k:]) + out)
+        fused += dims[-1] * out * (widths[-1] // (2 * dims[-1]))
+        if self.has_above:  # the level above projects its output onto Z_0
+            fused += C * (sum(widths) + out)
+            per_block += C * 3 * C
+        n_blocks = len(td.mixer) + len(td.decoder)
+        return fused - per_block, n_blocks - 1 - self.sampled
+
+    def _head(self, model: MSSTCN, g: _Affine) -> _Affine:
+        """The level-0 output row of the top-down output g: [params(, y)]."""
+        params = _lin(g, model.head)
+        if not self.head_y:
+            return params
+        return _Affine.cat([params, params.cols(model.config.n_outputs)])
+
+    # ---------------------------------------------------------- per block
+    def _per_block(self, model: MSSTCN) -> _Affine:
+        """Compile the per-block form; returns the entry (block 0's product)."""
+        cfg, td, lv = model.config, model.top_down[self.lv], self.lv
+        B, like = self.batch, self.like
+        n_z, sampled = self.n_z, self.sampled
+        z_w = 2 * n_z if sampled else n_z  # X = [(pre), z, g]
+        c_out = cfg.channels[max(lv - 1, 0)]
+        X = like.new_zeros(B, z_w + max(cfg.channels[lv], c_out))
+        blocks = list(td.mixer) + list(td.decoder)
+        n_mix = len(td.mixer)
+        width, entry = cfg.channels[lv], None
+        for i, blk in enumerate(blocks):
+            dec, last = i >= n_mix, i == len(blocks) - 1
+            x = _Affine.cat(self.parts) if i == 0 else _Affine.source("x", width)
+            # the model's order [g, z] (X holds [z, g]: rows are picked by name)
+            inp = _Affine.cat([x, _Affine.source("z", n_z)]) if dec and n_z else x
+            up = isinstance(blk, UpsampleBlock) and blk.resampling == "learned"
+            if up:  # transposed convolution: S pre-activations, step-major
+                wt = _gated(_f64(blk.conv.weight), 1)  # (I, 2C, S)
+                c_in, n2, S = wt.shape
+                wt = wt.permute(0, 2, 1).reshape(c_in, -1)
+                P = (inp @ wt).shift(_gated(_f64(blk.conv.bias)).repeat(S))
+            else:
+                taps, b = _taps(blk.conv)
+                P, n2 = (inp @ taps[0]).shift(b), taps[0].shape[1]
+            c_o = n2 // 2
+            # the block's output y = base + A W_out, as the columns it writes:
+            # the output head or the prior folded in when that is cheaper
+            # than a product of their own (their bias columns cost
+            # multiply-adds in the block's first product)
+            a = _Affine.source("a", c_o)
+            y = _lin(x, blk.skip) + a @ _out_weight(blk)
+            head = last and lv == 0
+            prior = i == n_mix - 1 and n_z > 0
+            n_head = model.likelihood.n_params + (cfg.n_outputs if self.head_y else 0)
+            extra = n_head if head else z_w if prior else 0
+            fold = extra > 0 and _fuse(inp.dim * extra, 1, B, like)
+            if head and fold:
+                y = self._head(model, y)
+            elif prior and fold:  # [pre, mean, h] or [z, h]
+                y = _Affine.cat([*self._prior(td, y), y])
+            w_a = _dev(y.coef("a", c_o), like)
+            base = _Affine({k: m for k, m in y.terms.items() if k != "a"}, y.const)
+            # y = x + A W_out: the residual is updated in place, no bias columns
+            plain = i > 0 and not fold and isinstance(blk.skip, nn.Identity)
+            q = P if plain else _Affine.cat([P, base])
+            Z = like.new_zeros(B, q.dim)
+            if i == 0:
+                entry, self.z0 = q, Z
+            else:
+                srcs = [("z", n_z)] if dec and n_z else []
+                w = torch.cat([q.coef(s, n) for s, n in [*srcs, ("x", width)]])
+                lo = z_w - n_z if dec and n_z else z_w
+                m1 = X[:, lo : z_w + width]  # [z, g] or g
+                b = _bias(q.const, B, like)
+                self.ops.append((_addmm, (b, m1, _dev(w, like)), {"out": Z}))
+            x_region = X[:, z_w : z_w + width]
+            bias = x_region if plain else Z[:, P.dim :]
+            if up:
+                gate, A = _gate(Z[:, : P.dim].view(B, S, n2))  # (B, S, C_out)
+                self.ops += gate
+                self.g = like.new_zeros(B, S, c_o)
+                w3 = w_a.expand(B, -1, -1)
+                self.ops.append((_baddbmm, (bias.unsqueeze(1), A, w3), {"out": self.g}))
+                break
+            gate, A = _gate(Z[:, : P.dim])
+            self.ops += gate
+            if head and fold:
+                self.last = (bias, A, w_a)
+            elif last and lv > 0:
+                self.g = like.new_zeros(B, c_o)
+                self.ops.append((_addmm, (bias, A, w_a), {"out": self.g}))
+            else:  # [(pre), z, h] or g, in X
+                out = bias if plain else X[:, z_w + c_o - y.dim : z_w + c_o]
+                self.ops.append((_addmm, (bias, A, w_a), {"out": out}))
+                h, g = X[:, z_w : z_w + c_o], _Affine.source("h", c_o)
+                if head:  # the output head on its own
+                    q = self._head(model, g)
+                    w = _dev(q.coef("h", c_o), like)
+                    self.last = (_bias(q.const, B, like), h, w)
+                elif prior and not fold:  # the prior on its own
+                    q = _Affine.cat(self._prior(td, g))
+                    w = _dev(q.coef("h", c_o), like)
+                    b = _bias(q.const, B, like)
+                    self.ops.append((_addmm, (b, h, w), {"out": X[:, :z_w]}))
+                if prior and sampled:
+                    mean, pre = X[:, n_z:z_w], X[:, :n_z]
+                    self.ops.append((self.sample, (lv, mean, pre, mean), {}))
+            width = c_o
+        return entry
+
+    def _prior(self, td: nn.Module, h: _Affine) -> list[_Affine]:
+        """The prior's columns as stored in X: [pre, mean] (sampled) or [mean]."""
+        n_z = self.n_z
+        w, b = _f64(td.prior.weight)[..., 0], _f64(td.prior.bias)
+        mean = (h @ w[:n_z].t()).shift(b[:n_z])
+        if not self.sampled:
+            return [mean]
+        return [(h @ w[n_z:].t()).shift(b[n_z:]), mean]
+
+    # --------------------------------------------------------------- fused
+    def _fused(self, model: MSSTCN) -> _Affine:
+        """Compile the fused form; returns the entry (Z_0)."""
+        td, lv = model.top_down[self.lv], self.lv
         self.stages: list[tuple[str, _Affine, int]] = []  # (kind, P_k, dim of A_k)
-        x = _Affine.cat(parts)
+        x = _Affine.cat(self.parts)
         for blk in td.mixer:
-            x = self._gated(blk, x, None)
+            x = self._gated_stage(blk, x, None)
         z = None
         if td.use_latents:
             w, b = _f64(td.prior.weight)[..., 0], _f64(td.prior.bias)
-            n_z = w.shape[0] // 2
-            if latent == "prior_mean":
-                z = (x @ w[:n_z].t()).shift(b[:n_z])
-            else:
+            n_z = self.n_z
+            if self.sampled:
                 z = self._stage("sample", (x @ w.t()).shift(b), n_z)
+            else:
+                z = (x @ w[:n_z].t()).shift(b[:n_z])
         g, up = x, None
         for blk in td.decoder:
             if isinstance(blk, UpsampleBlock) and blk.resampling == "learned":
                 inp = g if z is None else _Affine.cat([g, z])
-                wt = _f64(blk.conv.weight)  # (I, 2C, S)
+                wt = _gated(_f64(blk.conv.weight), 1)  # (I, 2C, S)
                 c_in, n2, S = wt.shape
-                scale = _gate_scale(n2)
-                wt = (wt * scale[None, :, None]).permute(0, 2, 1).reshape(c_in, -1)
-                bt = (_f64(blk.conv.bias) * scale).repeat(S)  # step-major
+                wt = wt.permute(0, 2, 1).reshape(c_in, -1)  # step-major
+                bt = _gated(_f64(blk.conv.bias)).repeat(S)
                 self._stage("gate3d", (inp @ wt).shift(bt), n2 // 2)
                 g, up = _lin(g, blk.skip), (S, _out_weight(blk))
             else:  # a 1x1 gated block (fixed upsampling repeats its output)
-                g = self._gated(blk, g, z)
-        if lv == 0:  # output head; y (the Gaussian mean) repeated after it
-            params = _lin(g, model.head)
-            g = _Affine.cat([params, params.cols(cfg.n_outputs)])
-        self._compile(parts, g, up, batch, sample, lv, like)
+                g = self._gated_stage(blk, g, z)
+        if lv == 0:
+            g = self._head(model, g)
+        return self._compile(g, up)
 
     def _stage(self, kind: str, P: _Affine, dim: int) -> _Affine:
         name = f"a{len(self.stages)}"
         self.stages.append((kind, P, dim))
         return _Affine.source(name, dim)
 
-    def _gated(self, blk: nn.Module, x: _Affine, cond: _Affine | None) -> _Affine:
+    def _gated_stage(self, blk: nn.Module, x: _Affine, cond: _Affine | None) -> _Affine:
         inp = x if cond is None else _Affine.cat([x, cond])
-        taps, b = _taps(blk.conv, _gate_scale(blk.conv.weight.shape[0]))
+        taps, b = _taps(blk.conv)
         a = self._stage("gate", (inp @ taps[0]).shift(b), taps[0].shape[1] // 2)
         return _lin(x, blk.skip) + a @ _out_weight(blk)
 
-    def _compile(
-        self,
-        parts: list[_Affine],
-        out: _Affine,
-        up: tuple[int, torch.Tensor] | None,
-        batch: int,
-        sample: Callable,
-        lv: int,
-        like: torch.Tensor,
-    ) -> None:
-        """Weights, buffers and calls of the chain; ``out`` is its output."""
-        to = {"device": like.device, "dtype": like.dtype}
+    def _compile(self, out: _Affine, up: tuple[int, torch.Tensor] | None) -> _Affine:
+        """Buffers and calls of the fused form; ``out`` is the chain's output."""
+        B, like, lv = self.batch, self.like, self.lv
         qs = [P for _, P, _ in self.stages] + [out]
         n = len(self.stages)
         for k in range(n):  # causality: P_j does not read A_k for j <= k
             assert all(f"a{k}" not in q.terms for q in qs[: k + 1]), "not causal"
         z0 = _Affine.cat(qs)
-        self.F_g = z0.coef("g", parts[0].dim) if self.has_above else None
-        self.const = z0.const
-        names = ("d", "u")[: len(parts) - self.has_above]
-        inputs = parts[self.has_above :]  # a d row is [d, u]
-        self.w_in = torch.cat(
-            [z0.coef(s, p.dim) for s, p in zip(names, inputs, strict=True)]
-        ).to(**to)
-        self.bias = [_bias(self.const, batch, like)]  # link() sets it below the top
-        self.z0 = like.new_zeros(batch, z0.dim)
-        self.ops: list[_Op] = []
-        self.last: tuple | None = None  # level 0: the output row is per step
-        Z = self.z0
+        self.z0 = Z = like.new_zeros(B, z0.dim)
         for k, (kind, P, dim) in enumerate(self.stages):
             w_p = P.dim
             if kind == "gate3d":
-                gate, A = _gate(Z[:, :w_p].view(batch, up[0], -1))  # (B, S, C)
+                gate, A = _gate(Z[:, :w_p].view(B, up[0], -1))  # (B, S, C)
                 self.ops += gate
             elif kind == "gate":
                 gate, A = _gate(Z[:, :w_p])
                 self.ops += gate
             else:
-                A = like.new_zeros(batch, dim)
-                self.ops.append((sample, (lv, Z[:, :dim], Z[:, dim:w_p], A), {}))
+                A = like.new_zeros(B, dim)
+                self.ops.append((self.sample, (lv, Z[:, :dim], Z[:, dim:w_p], A), {}))
             tail = Z[:, w_p:]
             if k == n - 1 and up is not None:  # (B, S, C_out) from the base
-                self.g = like.new_zeros(batch, up[0], up[1].shape[1])
-                w = up[1].to(**to).expand(batch, -1, -1)
+                self.g = like.new_zeros(B, up[0], up[1].shape[1])
+                w = _dev(up[1], like).expand(B, -1, -1)
                 self.ops.append((_baddbmm, (tail.unsqueeze(1), A, w), {"out": self.g}))
                 break
-            w = torch.cat([q.coef(f"a{k}", dim) for q in qs[k + 1 :]], 1).to(**to)
+            w = torch.cat([q.coef(f"a{k}", dim) for q in qs[k + 1 :]], 1)
+            w = _dev(w, like)
             if k == n - 1 and lv == 0:
                 self.last = (tail, A, w)
                 break
-            Z = like.new_zeros(batch, w.shape[1])
+            Z = like.new_zeros(B, w.shape[1])
             self.ops.append((_addmm, (tail, A, w), {"out": Z}))
         if lv > 0 and up is None:
             self.g = Z  # (B, C_out), the same for every fine step
+        return z0
 
     def link(self, below: _TopDown, like: torch.Tensor) -> None:
         """Project this level's output g onto the input of the level below.
@@ -623,7 +862,7 @@ class _TopDown:
         One ``addmm`` per step of this level computes G_k = const + g_k F_g
         for its S outputs; G_k is the bias of the level below's entry.
         """
-        F_g, g = below.F_g.to(like), self.g
+        F_g, g = _dev(below.F_g, like), self.g
         if g.dim() == 3:  # learned upsampling: S outputs
             B, S, _ = g.shape
             G = like.new_zeros(B, S, F_g.shape[1])
@@ -687,7 +926,7 @@ class StreamingSimulator:
         self.device, self.dtype = param.device, param.dtype
         if cfg.n_inputs and u is None:
             raise ValueError("the model has inputs: u is required")
-        self.u = u if cfg.n_inputs else None
+        self.u = u.to(self.device, self.dtype) if cfg.n_inputs else None
         self.B = B = u.shape[0] if self.u is not None else int(batch or 1)
         self.latent, self.noise, self.generator = latent, noise, generator
         self.rates = cfg.cumulative_strides
@@ -698,13 +937,24 @@ class StreamingSimulator:
         c_y, n_u = cfg.n_outputs, cfg.n_inputs
         n_p = model.likelihood.n_params
         self._n_p = n_p
-        # the chains; level 0 reads rows [params, y], level l > 0 rows of d_{l-1}
-        bu = [_BottomUp(model, 0, B, n_p + c_y, n_p, like)]
+        # level 0 reads the fed-back y from rows [params, y] written by the head
+        # (no copy when y is the Gaussian mean) or, when the zero-weight
+        # params columns would cost more than that copy, from rows [y]
+        first = model.bottom_up.levels[0][0].conv
+        n_win0 = (first.kernel_size[0] - 1) * first.dilation[0] + 1
+        extra = n_win0 * n_p * first.weight.shape[0] * 3 // 2
+        self._head_y = hy = isinstance(model.likelihood, GaussianLikelihood) and _fuse(
+            extra, 1, B, like
+        )
+        bu = [_BottomUp(model, 0, B, n_p + c_y if hy else c_y, n_p if hy else 0, like)]
         for lv in range(1, L):
             width = cfg.channels[lv - 1] + (n_u if lv == 1 else 0)
             bu.append(_BottomUp(model, lv, B, width, 0, like))
         self._bu = bu
-        td = [_TopDown(model, lv, latent, B, self._sample, like) for lv in range(L)]
+        td = [
+            _TopDown(model, lv, latent, B, self._sample, like, hy and lv == 0)
+            for lv in range(L)
+        ]
         for lv in range(1, L):
             td[lv].link(td[lv - 1], like)
         self._td = td
@@ -715,10 +965,14 @@ class StreamingSimulator:
         per_row = n_p + c_y + c0 + n_u + (bu[0].const.shape[0] if n_u else 0)
         k0 = min(1 << _CHUNK_BITS, _CHUNK_ELEMENTS // (B * per_row))
         self._k0 = k0 = max(16, h0, k0)
-        self._pb = _History(B, h0, k0, n_p + c_y, win0, like)
+        self._pb = _History(
+            B, h0, k0, n_p + c_y if hy else n_p, win0 if hy else 0, like
+        )
+        self._yb = self._pb if hy else _History(B, h0, k0, c_y, win0, like)
         self._db0 = _History(B, h0, k0, c0 + n_u, win1 if L > 1 else 0, like)
         self._pb_params = _rows(self._pb.buf, 0, n_p)
-        self._pb_y = _rows(self._pb.buf, n_p)
+        self._pb_mean = _rows(self._pb.buf, 0, c_y)
+        self._y = _rows(self._yb.buf, n_p if hy else 0)
         self._db0_d = _rows(self._db0.buf, 0, c0)
         # coarser levels: rows of d_l
         self._db: list[_History | None] = [None]
@@ -746,6 +1000,7 @@ class StreamingSimulator:
     def _reset(self, t0: int = 0) -> None:
         """Zero every cache; the next step is t0."""
         self._pb.buf.zero_()
+        self._yb.buf.zero_()
         self._db0.buf.zero_()
         for h in self._db[1:]:
             h.buf.zero_()
@@ -777,6 +1032,8 @@ class StreamingSimulator:
     def _next_chunk(self) -> None:
         """Roll the level-0 rows: the chunk is full."""
         self._pb.roll()
+        if self._yb is not self._pb:
+            self._yb.roll()
         self._db0.roll()
         self._start_chunk(self.t)
 
@@ -786,8 +1043,9 @@ class StreamingSimulator:
 
     def _recent(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Params (B, P, n) and fed-back outputs (B, C_y, n) of the last n steps."""
-        rows = self._pb.buf[:, self._r - n : self._r].transpose(1, 2)  # (B, W, n)
-        return rows[:, : self._n_p], rows[:, self._n_p :]
+        params = self._pb.buf[:, self._r - n : self._r, : self._n_p]
+        y = self._yb.buf[:, self._r - n : self._r, -self.cfg.n_outputs :]
+        return params.transpose(1, 2), y.transpose(1, 2)
 
     def prime(self, y_init: torch.Tensor) -> None:
         """Teacher-force the first n0 = y_init.shape[-1] outputs.
@@ -819,14 +1077,14 @@ class StreamingSimulator:
         self._reset(n)
         H = self._h0
         for h in range(1, min(H, n) + 1):  # history rows of steps n - h
-            self._pb_y[H - h].copy_(y[..., n - h])
+            self._y[H - h].copy_(y[..., n - h])
             self._db0_d[H - h].copy_(d[0][..., n - h])
         for lv in range(1, self.n_levels):
             hist, J = self._db[lv], n // self.rates[lv]
             for h in range(1, min(hist.H, J) + 1):
                 hist.rows[hist.H - h].copy_(d[lv][..., J - h])
         for lv, chain in enumerate(self._bu):
-            chain.prime(inputs[lv])  # (B, C_in, n_rate) per block
+            chain.prime(inputs[lv], n // self.rates[lv])  # (B, C_in, n_l) per block
         self.last_d = [self._db0_d[self._r - 1]] + [h.rows[h.i] for h in self._db[1:]]
 
     # ----------------------------------------------------------- bottom-up
@@ -847,7 +1105,7 @@ class StreamingSimulator:
             r = self._r
             bias = chain.bias if self._u_rows is None else self._u_rows[r - self._h0]
             d = self._db0_d[r]
-            chain.run(phase, bias, self._pb.windows[r], d)
+            chain.run(phase, bias, self._yb.windows[r], d)
         else:
             below = self._db0.windows[self._r] if lv == 1 else None
             if below is None:
@@ -874,13 +1132,15 @@ class StreamingSimulator:
         """:meth:`push` for a step without its time axis: (B, C_y).
 
         ``None`` feeds back the predicted mean of a Gaussian likelihood (the
-        head writes it next to the parameters).
+        head may write it next to the parameters).
         """
         if self._r == self._r_end:  # no predict_params() since the last roll
             self._next_chunk()
-        y_row = self._pb_y[self._r]
+        y_row = self._y[self._r]
         if x is not None:
             y_row.copy_(x)
+        elif not self._head_y:
+            y_row.copy_(self._pb_mean[self._r])
         self._push_level(0, y_row)
         self.t += 1
         self._r += 1

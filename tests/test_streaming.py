@@ -20,6 +20,13 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(params=["fused", "per_block"])
+def form(request, monkeypatch):
+    """Run a test with every chain compiled in one form (else costs decide)."""
+    monkeypatch.setattr(streaming, "_FUSE", request.param == "fused")
+    return request.param
+
+
 def _warmups(D: int) -> dict[str, int]:
     """n0 = 0, not aligned to the total stride, and aligned."""
     return {"n0=0": 0, "unaligned": D // 2 + 1 if D > 1 else 3, "aligned": D}
@@ -38,7 +45,9 @@ def _small(**kw) -> NetworkConfig:
 
 
 @pytest.mark.parametrize(("name", "n_inputs", "resampling"), VARIANTS, ids=IDS)
-def test_streaming_equals_full_forward_for_every_preset(name, n_inputs, resampling):
+def test_streaming_equals_full_forward_for_every_preset(
+    name, n_inputs, resampling, form
+):
     # free-run sampling, then the parallel pass on the simulated record agrees
     cfg = tiny_config(name, n_inputs=n_inputs, resampling=resampling)
     model = build(cfg)
@@ -83,7 +92,7 @@ def _check_free_run(model, T, n0, batch=1):
 
 
 @pytest.mark.parametrize("resampling", ["learned", "fixed"])
-def test_rolling_the_step_buffers_keeps_exactness(monkeypatch, resampling):
+def test_rolling_the_step_buffers_keeps_exactness(monkeypatch, resampling, form):
     # buffers far shorter than the record: level-0 rows roll every 16 steps
     # (the minimum) and the coarser levels' rows at every step of theirs
     monkeypatch.setattr(streaming, "_CHUNK_BITS", 0)
@@ -95,7 +104,7 @@ def test_rolling_the_step_buffers_keeps_exactness(monkeypatch, resampling):
 
 @pytest.mark.parametrize("kernel_size", [1, 3])
 @pytest.mark.parametrize("resampling", ["learned", "fixed"])
-def test_other_kernel_sizes(kernel_size, resampling):
+def test_other_kernel_sizes(kernel_size, resampling, form):
     # k = 3 keeps two carries per queue slot; k = 1 needs no queue
     model = build(
         _small(
@@ -108,7 +117,7 @@ def test_other_kernel_sizes(kernel_size, resampling):
         _check_free_run(model, 40, n0)
 
 
-def test_step_api_predict_and_push(monkeypatch):
+def test_step_api_predict_and_push(monkeypatch, form):
     # predict_params / push by hand: teacher forcing; the parameters are
     # fresh tensors, not views of the rows that roll every 16 steps
     monkeypatch.setattr(streaming, "_CHUNK_BITS", 0)
@@ -127,7 +136,7 @@ def test_step_api_predict_and_push(monkeypatch):
 
 
 @pytest.mark.parametrize("resampling", ["learned", "fixed"])
-def test_teacher_forcing_equals_full_forward(resampling):
+def test_teacher_forcing_equals_full_forward(resampling, form):
     # teacher forcing: params equal the forward pass on the same (given) record
     model = build(_small(resampling=resampling))
     T = 29
@@ -155,7 +164,7 @@ def test_same_generator_seed_gives_same_trajectory():
 
 
 @pytest.mark.parametrize("with_inputs", [True, False])
-def test_batch_of_monte_carlo_samples_equals_individual_runs(with_inputs):
+def test_batch_of_monte_carlo_samples_equals_individual_runs(with_inputs, form):
     # B latent-noise samples in one batch give the B individual trajectories
     model = build(_small(n_inputs=1 if with_inputs else 0))
     T, B = 30, 3
@@ -250,6 +259,33 @@ def test_level_update_counts(monkeypatch, resampling):
     assert outputs == [T // r for r in rates]
     assert calls == [T] + [T // r for r in rates[:-1]]
     assert mixes == [-(-T // r) for r in rates]
+
+
+@pytest.mark.parametrize("resampling", ["learned", "fixed"])
+def test_per_block_top_down_with_folded_head_and_prior(monkeypatch, resampling):
+    # per-block top-down chains whose head and prior are still folded into
+    # the last blocks' products (the choice of small batches)
+    monkeypatch.setattr(streaming._TopDown, "_extra_macs", lambda self, m: (1e12, 1))
+    model = build(_small(resampling=resampling))
+    sim = StreamingSimulator(model, torch.zeros(1, 1, 8))
+    assert not any(c.fused for c in sim._td) and sim._head_y
+    for n0 in (0, 7):
+        _check_free_run(model, 40, n0)
+
+
+def test_cost_model_picks_the_form():
+    # fused chains (fewer calls, more multiply-adds) for narrow models and
+    # small batches, per-block chains when the arithmetic dominates
+    model = build(_small(channels=(16, 16, 16)), dtype=torch.float32)
+
+    def forms(batch):
+        u = torch.zeros(batch, 1, 8)
+        sim = StreamingSimulator(model, u)
+        chains = [c for c in sim._bu if c.queued] + sim._td  # a choice to make
+        return {c.fused for c in chains}
+
+    assert forms(1) == {True}
+    assert forms(4096) == {False}
 
 
 def test_bad_arguments():
