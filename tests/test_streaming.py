@@ -105,7 +105,7 @@ def test_rolling_the_step_buffers_keeps_exactness(monkeypatch, resampling, form)
 @pytest.mark.parametrize("kernel_size", [1, 3])
 @pytest.mark.parametrize("resampling", ["learned", "fixed"])
 def test_other_kernel_sizes(kernel_size, resampling, form):
-    # k = 3 keeps two carries per queue slot; k = 1 needs no queue
+    # k = 3 adds its middle tap to queued entries; k = 1 needs no queue
     model = build(
         _small(
             kernel_size=kernel_size,
