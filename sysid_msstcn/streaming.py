@@ -69,9 +69,9 @@ __all__ = ["StreamingSimulator", "simulate"]
 # level-0 rows are handled in chunks of at most 2**_CHUNK_BITS steps (and at
 # most _CHUNK_ELEMENTS buffer elements), so that a long simulation keeps no
 # per-step Python objects; coarser levels keep _COARSE_ROWS rows per chunk
-_CHUNK_BITS = 7
+_CHUNK_BITS = 6
 _CHUNK_ELEMENTS = 1 << 22
-_COARSE_ROWS = 64
+_COARSE_ROWS = 16
 # a fused product saves torch calls but does more multiply-adds; one call
 # costs about as much as _CALL_MACS of them (float32, summed over the batch,
 # one CPU thread). _FUSE forces one form (tests); None lets the costs decide
@@ -531,8 +531,17 @@ class _BottomUp:
         _addmm(base, a, w, out=out)
 
     def zero(self) -> None:
-        """Empty queues (a history of zeros)."""
-        self.prime([None] * (len(self.queued) + 1), 0)
+        """Empty queues: the entries of steps 0 .. (k - 1) dil - 1 hold b."""
+        N = self.n_phases
+        for qb, ring in zip(self.queued, self.rings, strict=True):
+            ring.zero_()
+            if qb.k > 1:
+                q0, dil = qb.n2 + qb.n_s, qb.dil
+                ring[..., qb.n_out :] = qb.const.to(ring)
+                first = [
+                    (tau - (qb.k - 1) * dil) % N for tau in range((qb.k - 1) * dil)
+                ]
+                ring[first, :, q0 : q0 + qb.n2] = qb.b.to(ring)
 
     def prime(self, inputs: list[torch.Tensor | None], n: int) -> None:
         """Queue a teacher-forced history of n steps.
@@ -544,11 +553,10 @@ class _BottomUp:
         n : int
         """
         N = self.n_phases
+        self.zero()
         for qb, ring, x in zip(self.queued, self.rings, inputs[1:], strict=True):
-            ring.zero_()
             if qb.k == 1:
                 continue
-            ring[..., qb.n_out :] = qb.const.to(ring)
             q0, dil = qb.n2 + qb.n_s, qb.dil
             taps = [t.to(ring) for t in qb.taps]
             for tau in range(n, n + (qb.k - 1) * dil):  # entries still queued
