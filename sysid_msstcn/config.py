@@ -12,7 +12,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 __all__ = [
     "LIKELIHOODS",
+    "OBJECTIVES",
     "RESAMPLING",
+    "ROLLOUT_GRADIENTS",
+    "ROLLOUT_LOSSES",
     "NetworkConfig",
     "TrainConfig",
     "config_from_dict",
@@ -322,8 +325,14 @@ class TrainConfig:
             raise ValueError(f"input_noise must be >= 0, got {self.input_noise}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
-        if not self.rollout_steps >= 0:
-            raise ValueError(f"rollout_steps must be >= 0, got {self.rollout_steps}")
+        if (
+            isinstance(self.rollout_steps, bool)
+            or not isinstance(self.rollout_steps, int)
+            or self.rollout_steps < 0
+        ):
+            raise ValueError(
+                f"rollout_steps must be an int >= 0, got {self.rollout_steps!r}"
+            )
         if not (self.rollout_weight >= 0 and math.isfinite(self.rollout_weight)):
             raise ValueError(
                 f"rollout_weight must be a finite float >= 0, got {self.rollout_weight}"

@@ -452,6 +452,12 @@ class TrainStep:
         seed: int = 0,
         sample_noise: bool = False,
     ):
+        if config.rollout_steps:
+            raise ValueError(
+                "TrainStep trains the one-step objective only; "
+                "rollout_steps > 0 (the simulation-error term) is trained by "
+                "MSSTCNRegressor(rollout_steps=..., distributed=True)"
+            )
         self.model = model
         self.config = config
         self.info = info or DistributedInfo(device=next(model.parameters()).device)

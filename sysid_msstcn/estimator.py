@@ -231,11 +231,13 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     rollout_steps : int, default=0
         k > 0 adds the simulation error to the training loss: the last k
         steps of every training window run free (latents at their prior
-        means, predictive means fed back, exactly as in :meth:`predict`)
-        and ``rollout_weight`` times ``rollout_loss`` over them is added to
-        the one-step objective. A step costs about k + 1 forward passes
-        (see :mod:`sysid_msstcn.rollout`); must be smaller than the window.
-        0: the one-step objective alone (the paper's training).
+        means, predictive means fed back, as in :meth:`predict`) and
+        ``rollout_weight`` times ``rollout_loss`` over them is added to the
+        one-step objective (see :mod:`sysid_msstcn.rollout`). Keep
+        ``window - k`` at least the receptive field, so that the free run
+        starts from measured samples like :meth:`predict` after its warm-up
+        (a warning says when it does not). 0: the one-step objective alone
+        (the paper's training).
     rollout_weight : float, default=1.0
         Weight of the simulation term (the ELBO is in nats per window).
     rollout_loss : {"mse", "nll"}, default="mse"
@@ -243,11 +245,13 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         negative log-likelihood of the measured outputs under the free
         run's predictive distribution.
     rollout_gradient : {"full", "last"}, default="full"
-        "full" back-propagates through the k passes of the simulation;
-        "last" takes the fed-back outputs from the streaming simulator as
-        constants and differentiates one pass (about two forward passes a
-        step instead of k + 1; the model learns to predict from its own
-        outputs, not how its errors propagate).
+        "full" back-propagates through k parallel passes of the simulation
+        (about k + 1 forward and backward passes a step, and k graphs in
+        memory; keep ``grad_clip`` on); "last" takes the fed-back outputs
+        from the streaming simulator as constants and differentiates one
+        pass (on one CPU core about 1.5-3 one-step costs for k = 64; the
+        model learns to predict from its own outputs, not how its errors
+        propagate).
     mixed_precision : bool, default=False
         bf16 autocast on CUDA.
     device : str, default="auto"
@@ -289,7 +293,8 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Training window length used.
     history_ : list of dict
         One row per epoch (nats per sequence unless ``_per_step``):
-        ``epoch``, ``loss`` (the minimised free-bits objective), ``elbo``,
+        ``epoch``, ``loss`` (the minimised objective: free-bits ELBO plus
+        ``rollout_weight`` times ``rollout``), ``elbo``,
         ``elbo_per_step``, ``log_lik``, ``kl``, ``kl_per_level``, ``lr``,
         ``threshold`` (free bits), ``n_skipped``, ``seconds``, ``rollout``
         (the simulation-error term, with ``rollout_steps``) and, with a
@@ -679,6 +684,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             if self.feature_names_in_ is None:
                 del self.feature_names_in_
         else:
+            previous_train_config, n_iter_before = self.train_config_, self.n_iter_
             self.train_config_ = train
             if parallel is not None:  # continue from rank 0's random streams
                 self._rng.bit_generator.state, self._torch_rng_state = _broadcast(
@@ -689,7 +695,13 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 self.model_ = MSSTCN(net).to(self.device_)
             us = [self._scale_in(u) for u in data.u]
             ys = [self._scale_out(v) for v in data.y]
-            self._train(us, ys, parallel)
+            try:
+                self._train(us, ys, parallel)
+            except BaseException:
+                if not reset and not self.n_iter_ > n_iter_before:
+                    # nothing trained with the new settings: keep the old ones
+                    self.train_config_ = previous_train_config
+                raise
         self.world_size_ = 1 if parallel is None else parallel.world_size
         return self
 
@@ -886,12 +898,35 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             count += err.size
         return math.sqrt(se / max(count, 1))
 
+    def _validation_score(self, trainer, us, ys, valid_seg, valid_batches) -> float:
+        """The early-stopping score of the current weights (higher is better)."""
+        if self._stopping_metric() == "simulation":
+            sim_rmse = self._validation_rmse(us, ys, valid_seg)
+            return -sim_rmse if math.isfinite(sim_rmse) else -math.inf
+        return trainer.evaluate(valid_batches)["elbo_per_step"]
+
     def _train(self, us, ys, parallel: DistributedInfo | None = None) -> None:
         main = parallel is None or parallel.is_main  # shows progress and warns
         lengths = [v.shape[0] for v in ys]
         train_seg, valid_seg = self._split(lengths)
         metric = self._stopping_metric()
         self.window_ = self._window_length(train_seg)
+        k = self.train_config_.rollout_steps
+        if (
+            k
+            and main
+            and self.window_ - min(k, self.window_ - 1) < self.receptive_field_
+        ):
+            warnings.warn(
+                f"rollout_steps={k} leaves {self.window_ - min(k, self.window_ - 1)} "
+                f"measured samples of each {self.window_}-sample window before the "
+                f"free run, fewer than the receptive field ({self.receptive_field_}):"
+                " the free run starts partly from zero padding, unlike predict() "
+                "with a warm-up of a receptive field; use a longer window or "
+                "fewer rollout_steps",
+                UserWarning,
+                stacklevel=4,
+            )
         bs = int(self._resolved()["batch_size"])
         total = sum(stop - start for _, start, stop in train_seg)
         n_batches = max(50, math.ceil(total / (self.window_ * bs)))
@@ -912,6 +947,14 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             trainer.iteration = self._trainer_state["iteration"]
             trainer.lr_scale = self._trainer_state["lr_scale"]
         best = (-math.inf, trainer.snapshot(), self.n_iter_)
+        if self.n_iter_ > 0 and valid_batches:
+            # continued training: the entry weights stay a candidate, so a
+            # fine-tuning stage that only hurts the validation score is undone
+            entry = self._validation_score(trainer, us, ys, valid_seg, valid_batches)
+            if parallel is not None:
+                entry = _broadcast(entry, parallel)
+            if math.isfinite(entry):
+                best = (entry, best[1], self.n_iter_)
         good = trainer.snapshot()
         no_improve, rollbacks = 0, 0
         bar = _progress(self.max_iter, self.verbose if main else 0)

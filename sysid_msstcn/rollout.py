@@ -29,7 +29,7 @@ from .config import ROLLOUT_GRADIENTS, ROLLOUT_LOSSES
 from .model import MSSTCN
 from .streaming import simulate
 
-__all__ = ["ROLLOUT_LOSSES", "free_run_mask", "rollout", "rollout_loss"]
+__all__ = ["free_run_mask", "rollout", "rollout_loss"]
 
 
 def free_run_mask(lengths: torch.Tensor, n_time: int, n_steps: int) -> torch.Tensor:
@@ -68,13 +68,16 @@ def rollout(
     Parameters
     ----------
     model : MSSTCN
-        Any module with the :class:`MSSTCN` call signature (e.g. a
-        DistributedDataParallel wrapper); its ``likelihood`` is read from
-        ``model.likelihood`` or ``model.module.likelihood``.
+        The bare network (under data parallelism, not its
+        DistributedDataParallel wrapper, which expects one forward pass per
+        backward pass: the gradients of these passes reach the same
+        parameters and are all-reduced with those of the wrapper's pass).
     y : torch.Tensor of shape (B, C_y, T)
         Measured outputs; the free-run positions only serve as targets.
     u : torch.Tensor of shape (B, C_u, T) or None
+        Exogenous inputs (None for a model without inputs).
     lengths : torch.Tensor of shape (B,)
+        Valid lengths of the (padded) windows.
     n_steps : int
         k >= 1: free-run steps, and parallel passes (at most T - 1 passes:
         a window of n steps runs free over at most its last n - 1).
@@ -83,9 +86,9 @@ def rollout(
         (back-propagation through the simulation: how an error propagates
         through the fed-back outputs is trained). ``"last"``: the fed-back
         outputs come from the streaming simulator as constants and one
-        differentiable pass predicts from them (the same values; the model
-        learns to predict from its own outputs, at the cost of about one
-        pass).
+        differentiable pass predicts from them (the same values up to
+        rounding; the model learns to predict from its own outputs, at the
+        cost of one pass plus a streaming simulation of the window).
 
     Returns
     -------
@@ -104,7 +107,7 @@ def rollout(
         raise ValueError(
             f"unknown rollout gradient {gradient!r}; choose one of {ROLLOUT_GRADIENTS}"
         )
-    net = getattr(model, "module", model)
+    net = model
     T = y.shape[-1]
     mask = free_run_mask(lengths, T, n_steps)  # (B, T)
     n_passes = max(1, min(n_steps, T - 1))  # no window runs longer
@@ -174,10 +177,10 @@ def rollout_loss(
             f"unknown rollout loss {kind!r}; choose one of {ROLLOUT_LOSSES}"
         )
     params, mask = rollout(model, y, u, lengths, n_steps, gradient)
-    likelihood = getattr(model, "module", model).likelihood
+    likelihood = model.likelihood
     if kind == "mse":
         err = likelihood.mean(params) - y  # (B, C_y, T)
         per_step = 0.5 * err.square().sum(1)  # (B, T)
     else:
         per_step = -likelihood.log_prob(params, y)  # (B, T)
-    return (per_step * mask).sum(-1)
+    return torch.where(mask, per_step, 0.0).sum(-1)  # an inf outside stays out

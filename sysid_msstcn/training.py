@@ -247,7 +247,8 @@ class Trainer:
         Returns
         -------
         dict
-            ``loss`` (free-bits objective, nats per sequence), ``elbo``,
+            ``loss`` (the minimised objective: free-bits ELBO plus the
+            weighted rollout term, per sequence), ``elbo``,
             ``log_lik``, ``kl`` (per sequence), ``kl_per_level`` (list),
             ``n_steps`` (valid steps per sequence), ``skipped`` (bool),
             ``lr``, ``threshold``; ``rollout`` (the simulation-error term
@@ -364,14 +365,13 @@ class Trainer:
         """Step terms as floats, averaged over the processes when parallel."""
         if self.world_size == 1:
             return {**_summarise(terms), "loss": float(loss.detach())}
-        names = ("loss", *_TERMS, "n_steps")
-        if "rollout" in terms:
-            names += ("rollout",)
+        extra = ("rollout",) if "rollout" in terms else ()
+        names = ("loss", *_TERMS, "n_steps", *extra)
         parts = [
             loss.detach().reshape(1),
             *(terms[k].detach().mean().reshape(1) for k in _TERMS),
             terms["n_steps"].float().mean().reshape(1),
-            *(terms[k].detach().mean().reshape(1) for k in names[5:]),
+            *(terms[k].detach().mean().reshape(1) for k in extra),
             terms["kl_per_level"].detach().mean(0),
         ]
         t = torch.cat([p.double() for p in parts]).to(self._comm_device)

@@ -51,9 +51,21 @@ def test_rollout_equals_the_streaming_free_run(preset, resampling, gradient):
     # for sysid_small; the last row is shorter than k + 1
     T, k = 200, 13
     y, u = _data(3, T)
-    lengths = torch.tensor([200, 151, 10])
+    for lengths in (torch.tensor([200, 190, 151]), torch.tensor([200, 151, 10])):
+        _check_against_streaming(model, y, u, lengths, k, gradient)
+
+
+def _check_against_streaming(model, y, u, lengths, k, gradient):
     with torch.no_grad():
         params, mask = rollout(model, y, u, lengths, k, gradient)
+    cfg = model.config
+    first = int(lengths.min()) - k
+    if first - cfg.receptive_field >= cfg.total_stride:
+        # the passes dropped the samples the free run cannot read
+        assert torch.equal(
+            params[..., : cfg.total_stride],
+            torch.zeros_like(params[..., : cfg.total_stride]),
+        )
     for b, n in enumerate(lengths.tolist()):
         start = max(n - k, 1)
         assert mask[b].nonzero().flatten().tolist() == list(range(start, n))
@@ -124,10 +136,18 @@ def test_rollout_loss_rejects_unknown_kind_and_bad_steps():
         rollout(model, y, u, torch.tensor([20]), 3, "some")
 
 
+def test_crop_is_exercised_by_the_streaming_comparison():
+    """sysid_small's receptive field (58) is shorter than 190 - 13 samples."""
+    cfg = tiny_config("sysid_small", n_inputs=1, max_outputs=1)
+    assert 151 - 13 - cfg.receptive_field >= cfg.total_stride
+
+
 @pytest.mark.parametrize(
     "field, value, match",
     [
-        ("rollout_steps", -1, "rollout_steps must be >= 0"),
+        ("rollout_steps", -1, "rollout_steps must be an int >= 0"),
+        ("rollout_steps", 2.5, "rollout_steps must be an int >= 0"),
+        ("rollout_steps", True, "rollout_steps must be an int >= 0"),
         ("rollout_weight", float("nan"), "rollout_weight must be"),
         ("rollout_loss", "mae", "unknown rollout_loss 'mae'"),
         ("rollout_gradient", "none", "unknown rollout_gradient 'none'"),
@@ -158,6 +178,35 @@ def test_trainer_adds_the_weighted_rollout_term():
     assert roll["loss"] == pytest.approx(
         plain["loss"] + 2.5 * roll["rollout"], rel=1e-5
     )
+
+
+def test_the_rollout_term_reaches_the_gradients():
+    """Same batch and weights: weight 0 and weight 5 give other updates."""
+    y, u = _data(4, 36)
+    batch = make_batch(
+        [y[b, 0, :, None].float().numpy() for b in range(4)],
+        [u[b, 0, :, None].float().numpy() for b in range(4)],
+    )
+    grads = {}
+    for weight in (0.0, 5.0):
+        model = build(tiny_config("sysid_small"), dtype=torch.float32, seed=3)
+        cfg = TrainConfig(rollout_steps=6, rollout_weight=weight, grad_clip=None)
+        trainer = Trainer(model, cfg, torch.device("cpu"))
+        trainer.optimizer.step = lambda: None  # keep the gradients, not the step
+        torch.manual_seed(0)
+        trainer.train_step(batch)
+        grads[weight] = torch.cat(
+            [p.grad.flatten() for p in model.parameters() if p.grad is not None]
+        )
+    assert not torch.allclose(grads[0.0], grads[5.0])
+
+
+def test_distributed_trainer_refuses_the_rollout_term():
+    from sysid_msstcn.distributed import TrainStep
+
+    model = build(tiny_config("sysid_small"), dtype=torch.float32)
+    with pytest.raises(ValueError, match="one-step objective only"):
+        TrainStep(model, TrainConfig(rollout_steps=4))
 
 
 def _system(n: int = 400, seed: int = 0):
@@ -223,3 +272,39 @@ def test_warm_start_fine_tunes_with_the_rollout_term():
     assert est.train_config_.learning_rate == 2e-3
     moved = est.model_.state_dict()
     assert any(not torch.equal(weights[k], moved[k]) for k in weights)
+
+
+def test_a_free_run_shorter_than_the_receptive_field_warns():
+    u, y = _system()
+    est = MSSTCNRegressor(**{**TINY_ESTIMATOR, "window": 16}, rollout_steps=12)
+    with pytest.warns(UserWarning, match="fewer than the receptive field"):
+        est.fit(u, y)
+
+
+def test_fine_tuning_that_only_hurts_keeps_the_entry_weights():
+    """Continued training: the entry weights are a candidate for the best."""
+    u, y = _system()
+    est = MSSTCNRegressor(**TINY_ESTIMATOR, random_state=0).fit(u, y)
+    entry = {k: v.clone() for k, v in est.model_.state_dict().items()}
+    n_before = est.n_iter_
+    # a learning rate that makes the simulation worse in one epoch
+    est.set_params(warm_start=True, learning_rate=0.05, max_iter=1).fit(u, y)
+    assert est.n_iter_ == n_before + 1 and not est.history_events_
+    assert est.history_[-1]["val_sim_rmse"] > est.history_[-2]["val_sim_rmse"]
+    assert est.best_epoch_ == n_before
+    for key, value in est.model_.state_dict().items():
+        torch.testing.assert_close(value, entry[key], rtol=0, atol=0)
+
+
+def test_a_failed_continued_fit_keeps_the_training_settings(monkeypatch):
+    u, y = _system()
+    est = MSSTCNRegressor(**TINY_ESTIMATOR, random_state=0).fit(u, y)
+    before = est.train_config_
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(Trainer, "train_step", boom)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        est.set_params(warm_start=True, rollout_steps=5).fit(u, y)
+    assert est.train_config_ is before
