@@ -107,7 +107,6 @@ def rollout(
         raise ValueError(
             f"unknown rollout gradient {gradient!r}; choose one of {ROLLOUT_GRADIENTS}"
         )
-    net = model
     T = y.shape[-1]
     mask = free_run_mask(lengths, T, n_steps)  # (B, T)
     n_passes = max(1, min(n_steps, T - 1))  # no window runs longer
@@ -115,7 +114,7 @@ def rollout(
     # drop older samples, at a multiple of the total stride so that every
     # level keeps its block boundaries
     first = int((lengths - n_steps).clamp_min(1).min())
-    cfg = net.config
+    cfg = model.config
     crop = max(0, first - cfg.receptive_field) // cfg.total_stride * cfg.total_stride
     y_c, lengths_c = y[..., crop:], lengths - crop  # (B, C_y, T - crop)
     u_c = None if u is None else u[..., crop:]
@@ -125,7 +124,7 @@ def rollout(
         start = (lengths - n_steps).clamp_min(1) - crop  # (B,)
         with torch.no_grad(), torch.autocast(y.device.type, enabled=False):
             fed, _ = simulate(
-                net,
+                model,
                 y_c.shape[-1],
                 None if u_c is None else u_c.detach(),
                 teacher=y_c.detach(),
@@ -138,7 +137,7 @@ def rollout(
     for j in range(n_passes):
         out = model(y_c, u_c, lengths_c, latent="prior_mean", y_input=y_hat)
         if j + 1 < n_passes:
-            mean = net.likelihood.mean(out.params)  # (B, C_y, T - crop)
+            mean = model.likelihood.mean(out.params)  # (B, C_y, T - crop)
             y_hat = torch.where(free, mean.to(y.dtype), y_c)
     params = F.pad(out.params, (crop, 0))  # (B, P, T), zeros before the crop
     return params, mask
