@@ -24,6 +24,7 @@ from sysid_msstcn.distributed import (
 )
 from sysid_msstcn.model import MSSTCN
 from sysid_msstcn.presets import preset_network_kwargs
+from sysid_msstcn.rollout import rollout_loss
 from sysid_msstcn.streaming import simulate
 
 pytestmark = pytest.mark.gpu
@@ -137,6 +138,29 @@ def test_streaming_simulation_on_cuda_equals_cpu(dtype, tol):
         y_gpu, p_gpu = simulate(model, 96, u=u.cuda(), y_init=y0.cuda())
     torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=tol, atol=tol)
     torch.testing.assert_close(p_gpu.cpu(), p_cpu, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("gradient", ["full", "last"])
+def test_rollout_on_cuda_equals_cpu(gradient):
+    """The simulation-error term and its gradients, CUDA against the CPU."""
+    torch.manual_seed(0)
+    model = MSSTCN(SMALL).double()
+    g = torch.Generator().manual_seed(2)
+    y = torch.randn(3, 1, 120, generator=g, dtype=torch.float64)
+    u = torch.randn(3, 1, 120, generator=g, dtype=torch.float64)
+    lengths = torch.tensor([120, 110, 100])
+    results = []
+    for dev in ("cpu", "cuda"):
+        model.to(dev).zero_grad()
+        loss = rollout_loss(
+            model, y.to(dev), u.to(dev), lengths.to(dev), 12, "nll", gradient
+        )
+        loss.sum().backward()
+        grads = [p.grad.cpu() for p in model.parameters() if p.grad is not None]
+        results.append((loss.detach().cpu(), grads))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-9, atol=1e-9)
+    for a, b in zip(results[1][1], results[0][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
 
 
 @pytest.mark.parametrize("mixed_precision", [False, True])
