@@ -41,7 +41,7 @@ import numpy as np
 
 from sysid_msstcn import MSSTCNRegressor
 from sysid_msstcn._paths import default_data_dir
-from sysid_msstcn.benchmarking import hardware_info
+from sysid_msstcn.benchmarking import evaluate_records, hardware_info
 from sysid_msstcn.data import io_arrays, load_benchmark, load_blizzard
 from sysid_msstcn.metrics import rmse
 
@@ -239,17 +239,9 @@ ROLLOUT_VARIANTS = {
 }
 
 
-def _test_rmse(est, test) -> list[float]:
-    out = []
-    for ds in test:
-        ut, yt = io_arrays(ds)
-        n = int(ds.attrs["n_init"])
-        pred = est.predict(ut, y_init=yt[:n]).reshape(yt.shape)
-        scale = float(ds.attrs.get("report_scale", 1.0))
-        out.append(
-            scale * float(rmse(yt, pred, n_init=n, multioutput="uniform_average"))
-        )
-    return out
+def _test_rmse(est, test) -> list[float | None]:
+    """Test RMSE per record in the benchmark's units (None: diverged)."""
+    return [row["rmse"] for row in evaluate_records(est, test)[0]]
 
 
 def rollout_ablation(args) -> dict:

@@ -912,13 +912,10 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         metric = self._stopping_metric()
         self.window_ = self._window_length(train_seg)
         k = self.train_config_.rollout_steps
-        if (
-            k
-            and main
-            and self.window_ - min(k, self.window_ - 1) < self.receptive_field_
-        ):
+        measured = self.window_ - min(k, self.window_ - 1)  # before the free run
+        if k and main and measured < self.receptive_field_:
             warnings.warn(
-                f"rollout_steps={k} leaves {self.window_ - min(k, self.window_ - 1)} "
+                f"rollout_steps={k} leaves {measured} "
                 f"measured samples of each {self.window_}-sample window before the "
                 f"free run, fewer than the receptive field ({self.receptive_field_}):"
                 " the free run starts partly from zero padding, unlike predict() "

@@ -59,7 +59,7 @@ def rollout(
     model: MSSTCN,
     y: torch.Tensor,
     u: torch.Tensor | None,
-    lengths: torch.Tensor,
+    lengths: torch.Tensor | None,
     n_steps: int,
     gradient: str = "full",
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,8 +76,9 @@ def rollout(
         Measured outputs; the free-run positions only serve as targets.
     u : torch.Tensor of shape (B, C_u, T) or None
         Exogenous inputs (None for a model without inputs).
-    lengths : torch.Tensor of shape (B,)
-        Valid lengths of the (padded) windows.
+    lengths : torch.Tensor of shape (B,) or None
+        Valid lengths of the (padded) windows (None: all T, as in the
+        model's forward pass).
     n_steps : int
         k >= 1: free-run steps, and parallel passes (at most T - 1 passes:
         a window of n steps runs free over at most its last n - 1).
@@ -107,13 +108,16 @@ def rollout(
         raise ValueError(
             f"unknown rollout gradient {gradient!r}; choose one of {ROLLOUT_GRADIENTS}"
         )
-    T = y.shape[-1]
+    B, _, T = y.shape
+    if lengths is None:
+        lengths = torch.full((B,), T, dtype=torch.long, device=y.device)
     mask = free_run_mask(lengths, T, n_steps)  # (B, T)
     n_passes = max(1, min(n_steps, T - 1))  # no window runs longer
     # the free run reads at most a receptive field before its first step:
     # drop older samples, at a multiple of the total stride so that every
     # level keeps its block boundaries
-    first = int((lengths - n_steps).clamp_min(1).min())
+    start = (lengths - n_steps).clamp_min(1)  # (B,) first free-run step
+    first = int(start.min())
     cfg = model.config
     crop = max(0, first - cfg.receptive_field) // cfg.total_stride * cfg.total_stride
     y_c, lengths_c = y[..., crop:], lengths - crop  # (B, C_y, T - crop)
@@ -121,14 +125,13 @@ def rollout(
     free = mask[:, None, crop:]  # (B, 1, T - crop)
     if gradient == "last":
         # the fed-back outputs from the streaming simulator, as constants
-        start = (lengths - n_steps).clamp_min(1) - crop  # (B,)
         with torch.no_grad(), torch.autocast(y.device.type, enabled=False):
             fed, _ = simulate(
                 model,
                 y_c.shape[-1],
                 None if u_c is None else u_c.detach(),
                 teacher=y_c.detach(),
-                teacher_until=start,
+                teacher_until=start - crop,
             )
         y_hat = torch.where(free, fed.to(y.dtype), y_c)
         n_passes = 1
@@ -147,7 +150,7 @@ def rollout_loss(
     model: MSSTCN,
     y: torch.Tensor,
     u: torch.Tensor | None,
-    lengths: torch.Tensor,
+    lengths: torch.Tensor | None,
     n_steps: int,
     kind: str = "mse",
     gradient: str = "full",

@@ -285,7 +285,7 @@ class Trainer:
                     self.model,
                     batch.y,
                     batch.u,
-                    _lengths(batch),
+                    batch.lengths,
                     cfg.rollout_steps,
                     cfg.rollout_loss,
                     cfg.rollout_gradient,
@@ -477,14 +477,6 @@ def _summarise(terms: dict) -> dict:
     if "rollout" in terms:
         row["rollout"] = float(terms["rollout"].detach().mean())
     return row
-
-
-def _lengths(batch: Batch) -> torch.Tensor:
-    """Valid lengths of a batch's rows (all T when it has none)."""
-    if batch.lengths is not None:
-        return batch.lengths
-    B, _, T = batch.y.shape
-    return torch.full((B,), T, dtype=torch.long, device=batch.y.device)
 
 
 def _numpy_state() -> dict:

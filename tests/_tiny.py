@@ -7,6 +7,7 @@ likelihood are kept.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from sysid_msstcn.config import NetworkConfig
@@ -134,3 +135,18 @@ def variant_id(v) -> str:
     """Readable pytest id of a preset variant."""
     name, n_in, res = v
     return f"{name}-u{n_in}-{res}"
+
+
+def stable_system(
+    n: int, seed: int = 0, pole: float = 0.7
+) -> tuple[np.ndarray, np.ndarray]:
+    """A stable first-order nonlinear system: u, y of shape (n, 1).
+
+    y_t = pole * y_{t-1} + 0.5 * tanh(u_{t-1}) + 0.01 * noise.
+    """
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=(n, 1))
+    y = np.zeros((n, 1))
+    for t in range(1, n):
+        y[t] = pole * y[t - 1] + 0.5 * np.tanh(u[t - 1, 0]) + 0.01 * rng.normal()
+    return u, y

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _tiny import TINY_CLI_NETWORK, TINY_ESTIMATOR
+from _tiny import TINY_CLI_NETWORK, TINY_ESTIMATOR, stable_system
 
 from sysid_msstcn import MSSTCNRegressor
 from sysid_msstcn.training import Trainer
@@ -90,12 +90,7 @@ dist.destroy_process_group()
 
 def _system(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A stable nonlinear system (as in test_estimator.py): u, y of (n, 1)."""
-    rng = np.random.default_rng(seed)
-    u = rng.normal(size=(n, 1))
-    y = np.zeros((n, 1))
-    for t in range(1, n):
-        y[t] = 0.7 * y[t - 1] + 0.5 * np.tanh(u[t - 1, 0]) + 0.01 * rng.normal()
-    return u, y
+    return stable_system(n, seed, pole=0.7)
 
 
 def _free_port() -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _tiny import TINY_ESTIMATOR, build, tiny_config
+from _tiny import TINY_ESTIMATOR, build, stable_system, tiny_config
 
 from sysid_msstcn import MSSTCNRegressor
 from sysid_msstcn.config import TrainConfig
@@ -24,6 +24,15 @@ def _data(B: int, T: int, n_in: int = 1, seed: int = 0):
     y = torch.randn(B, 1, T, generator=g, dtype=torch.float64)
     u = torch.randn(B, n_in, T, generator=g, dtype=torch.float64)
     return y, u
+
+
+def _batch(B: int, T: int):
+    """A float32 training batch of _data's rows."""
+    y, u = _data(B, T)
+    return make_batch(
+        [y[b, 0, :, None].float().numpy() for b in range(B)],
+        [u[b, 0, :, None].float().numpy() for b in range(B)],
+    )
 
 
 def test_free_run_mask_known_values():
@@ -160,11 +169,7 @@ def test_train_config_checks_the_rollout_settings(field, value, match):
 
 def test_trainer_adds_the_weighted_rollout_term():
     """loss = one-step objective + weight * mean rollout term, same batch."""
-    y, u = _data(4, 36)
-    batch = make_batch(
-        [y[b, 0, :, None].float().numpy() for b in range(4)],
-        [u[b, 0, :, None].float().numpy() for b in range(4)],
-    )
+    batch = _batch(4, 36)
     rows = {}
     for name, cfg in {
         "plain": TrainConfig(),
@@ -182,11 +187,7 @@ def test_trainer_adds_the_weighted_rollout_term():
 
 def test_the_rollout_term_reaches_the_gradients():
     """Same batch and weights: weight 0 and weight 5 give other updates."""
-    y, u = _data(4, 36)
-    batch = make_batch(
-        [y[b, 0, :, None].float().numpy() for b in range(4)],
-        [u[b, 0, :, None].float().numpy() for b in range(4)],
-    )
+    batch = _batch(4, 36)
     grads = {}
     for weight in (0.0, 5.0):
         model = build(tiny_config("sysid_small"), dtype=torch.float32, seed=3)
@@ -210,12 +211,7 @@ def test_distributed_trainer_refuses_the_rollout_term():
 
 
 def _system(n: int = 400, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    u = rng.normal(size=(n, 1))
-    y = np.zeros((n, 1))
-    for t in range(1, n):
-        y[t] = 0.8 * y[t - 1] + 0.5 * np.tanh(u[t - 1, 0]) + 0.01 * rng.normal()
-    return u, y
+    return stable_system(n, seed, pole=0.8)
 
 
 @pytest.mark.parametrize("kind, gradient", [("mse", "full"), ("nll", "last")])
