@@ -1,13 +1,15 @@
-"""Seeding, device resolution and array/tensor conversion."""
+"""Seeding, device resolution and conversion to JSON-friendly values."""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["check_random_state_seed", "resolve_device", "seed_everything"]
+__all__ = ["check_random_state_seed", "jsonable", "resolve_device", "seed_everything"]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -84,3 +86,23 @@ def seed_everything(seed: int) -> torch.Generator:
     gen = torch.Generator()
     gen.manual_seed(seed)
     return gen
+
+
+def jsonable(obj: Any) -> Any:
+    """A copy of ``obj`` that :func:`json.dumps` accepts.
+
+    Dicts get string keys, tuples and arrays become lists, NumPy scalars
+    Python numbers, paths strings; a NumPy ``Generator`` (a ``random_state``
+    that cannot be written down) becomes None.
+    """
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.random.Generator):
+        return None
+    return str(obj) if isinstance(obj, Path) else obj

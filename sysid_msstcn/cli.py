@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from ._utils import jsonable
 
 __all__ = ["build_parser", "load_data", "main", "write_rows"]
 
@@ -358,18 +359,6 @@ def _fit_args(data: Data) -> tuple[Any, Any]:
 # --------------------------------------------------------------------------
 # Output files and tables
 # --------------------------------------------------------------------------
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return str(obj) if isinstance(obj, Path) else obj
-
-
 def write_rows(rows: list[dict], path: str | Path, meta: dict | None = None) -> Path:
     """Write result rows as JSON (with ``meta``), CSV or netCDF by the suffix.
 
@@ -395,11 +384,11 @@ def write_rows(rows: list[dict], path: str | Path, meta: dict | None = None) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".json":
         doc = {"meta": meta or {}, "results": rows}
-        path.write_text(json.dumps(_jsonable(doc), indent=2) + "\n")
+        path.write_text(json.dumps(jsonable(doc), indent=2) + "\n")
         return path
     flat = [
         {
-            k: json.dumps(_jsonable(v)) if isinstance(v, (list, tuple, dict)) else v
+            k: json.dumps(jsonable(v)) if isinstance(v, (list, tuple, dict)) else v
             for k, v in row.items()
         }
         for row in rows
@@ -409,7 +398,7 @@ def write_rows(rows: list[dict], path: str | Path, meta: dict | None = None) -> 
         frame.to_csv(path, index=False)
     else:
         ds = frame.to_xarray().rename({"index": "row"})
-        ds.attrs = {k: json.dumps(_jsonable(v)) for k, v in (meta or {}).items()}
+        ds.attrs = {k: json.dumps(jsonable(v)) for k, v in (meta or {}).items()}
         ds.to_netcdf(path, engine="scipy")
     return path
 
@@ -771,7 +760,7 @@ def _fit_and_save(args: argparse.Namespace) -> int:
         "processes": est.world_size_,
         **data.info,
     }
-    _sidecar_path(out).write_text(json.dumps(_jsonable(side), indent=2) + "\n")
+    _sidecar_path(out).write_text(json.dumps(jsonable(side), indent=2) + "\n")
     elbo = est.history_[-1]["elbo_per_step"] if est.history_ else float("nan")
     procs = f" on {est.world_size_} processes" if est.world_size_ > 1 else ""
     print(

@@ -11,24 +11,20 @@ early stopping, roll-backs, ``max_time``) from rank 0.
 from __future__ import annotations
 
 import contextlib
-import inspect
-import json
 import math
 import os
 import time
 import warnings
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
-import xarray as xr
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from . import __version__
+from . import _persistence
+from ._inputs import empty_columns, feature_names, holds_outputs, ndim, x_items
+from ._progress import epoch_row, progress
 from ._utils import check_random_state_seed, resolve_device
 from ._windows import ChannelScaler, sample_windows, split_tails
 from .config import (
@@ -36,11 +32,10 @@ from .config import (
     ROLLOUT_LOSSES,
     NetworkConfig,
     TrainConfig,
-    config_from_dict,
 )
 from .data._validation import as_experiments, check_consistent_channels
 from .distributed import DistributedInfo, init_distributed
-from .exceptions import ConvergenceWarning, DataFormatError, DivergenceWarning
+from .exceptions import ConvergenceWarning, DivergenceWarning
 from .model import MSSTCN
 from .objectives import elbo_terms
 from .presets import get_preset
@@ -65,7 +60,6 @@ _DEFAULTS = {
 _MAX_ROLLBACKS = 5
 # set by torchrun for every worker; together they describe the process group
 _TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-_ARRAY_TYPES = (np.ndarray, pd.DataFrame, pd.Series, xr.DataArray, xr.Dataset)
 
 
 def _is_int(value) -> bool:
@@ -529,14 +523,14 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         for name, obj in (("X", X), ("y", y)):
             if isinstance(obj, (list, tuple)) and len(obj) == 0:
                 raise ValueError(f"{name} is an empty list of experiments")
-        items = _x_items(X)
-        if any(_ndim(a) == 1 for a in items):
+        items = x_items(X)
+        if any(ndim(a) == 1 for a in items):
             raise ValueError(
                 "Expected a 2D array for X, got a 1D array instead. Reshape your "
                 "data with X.reshape(-1, 1) if it has a single input channel "
                 "(rows are time steps)"
             )
-        if fitting and y is None and not _holds_outputs(X):
+        if fitting and y is None and not holds_outputs(X):
             raise ValueError(
                 "MSSTCNRegressor requires y to be passed, but the target y is None"
             )
@@ -557,16 +551,16 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         (n_timesteps, 0) (or a list of those).
         """
         check_is_fitted(self)
-        if not self.n_features_in_ and (X is None or _empty_columns(X)):
+        if not self.n_features_in_ and (X is None or empty_columns(X)):
             if y is None:
                 raise ValueError("y is required")
             data = as_experiments(None, y)
-            if X is not None and len(_x_items(X)) != data.n_experiments:
+            if X is not None and len(x_items(X)) != data.n_experiments:
                 raise ValueError(
-                    f"X has {len(_x_items(X))} experiments but y has "
+                    f"X has {len(x_items(X))} experiments but y has "
                     f"{data.n_experiments}"
                 )
-            lengths = [a.shape[0] for a in _x_items(X)] if X is not None else None
+            lengths = [a.shape[0] for a in x_items(X)] if X is not None else None
             if lengths is not None and lengths != data.lengths:
                 raise ValueError(
                     f"X and y have different lengths: {lengths} vs {data.lengths}"
@@ -583,7 +577,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return data
 
     def _check_feature_names(self, X) -> None:
-        names = _feature_names(X)
+        names = feature_names(X)
         fitted = getattr(self, "feature_names_in_", None)
         if names is not None and fitted is not None:
             if len(names) != len(fitted) or np.any(names != fitted):
@@ -680,7 +674,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             if parallel is not None:  # cuda:LOCAL_RANK for 'auto' and 'cuda'
                 device = parallel.device
             self._initialize(data, net, train, device, seed)
-            self.feature_names_in_ = _feature_names(X)
+            self.feature_names_in_ = feature_names(X)
             if self.feature_names_in_ is None:
                 del self.feature_names_in_
         else:
@@ -954,7 +948,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 best = (entry, best[1], self.n_iter_)
         good = trainer.snapshot()
         no_improve, rollbacks = 0, 0
-        bar = _progress(self.max_iter, self.verbose if main else 0)
+        bar = progress(self.max_iter, self.verbose if main else 0)
         stopped_early = False
         t_start = time.perf_counter()
         try:
@@ -987,7 +981,9 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                         if rollbacks > _MAX_ROLLBACKS:
                             break
                 self.n_iter_ += 1
-                row = _epoch_row(rows, self.n_iter_, trainer, time.perf_counter() - t0)
+                row = epoch_row(
+                    rows, self.n_iter_, trainer.n_skipped, time.perf_counter() - t0
+                )
                 if valid_batches:
                     val = trainer.evaluate(valid_batches)
                     row.update(
@@ -1118,7 +1114,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 "array of shape (n_timesteps, 0) giving the length; see also "
                 "sample())"
             )
-        if not self.n_features_in_ and _empty_columns(X):
+        if not self.n_features_in_ and empty_columns(X):
             items = X if isinstance(X, (list, tuple)) else [X]
             us = [None] * len(items)
             lengths = [int(np.asarray(a).shape[0]) for a in items]
@@ -1566,34 +1562,6 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return self._unscale_out(ys)
 
     # ---------------------------------------------------------- persist
-    def _payload(self) -> dict:
-        params = _jsonable(self.get_params(deep=False))
-        return {
-            "format": "sysid_msstcn/1",
-            "version": __version__,
-            "params": params,
-            "network_config": self.network_config_.to_dict(),
-            "fitted": {
-                "n_features_in_": self.n_features_in_,
-                "n_outputs_": self.n_outputs_,
-                "y_1d_": self.y_1d_,
-                "receptive_field_": self.receptive_field_,
-                "n_init_": self.n_init_,
-                "n_iter_": self.n_iter_,
-                "best_epoch_": self.best_epoch_,
-                "window_": getattr(self, "window_", None),
-                "world_size_": getattr(self, "world_size_", 1),
-                "x_scaler_": self.x_scaler_.to_dict() if self.n_features_in_ else None,
-                "y_scaler_": self.y_scaler_.to_dict(),
-                "history_": _jsonable(self.history_),
-                "history_events_": _jsonable(self.history_events_),
-                "output_names_": _jsonable(getattr(self, "output_names_", None)),
-                "feature_names_in_": _jsonable(
-                    getattr(self, "feature_names_in_", None)
-                ),
-            },
-        }
-
     def save(self, path) -> None:
         """Save weights (safetensors) with a JSON header of params and stats.
 
@@ -1602,19 +1570,8 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         path : str or path-like
             Target file, conventionally ``*.safetensors``; written atomically.
         """
-        from safetensors.torch import save_file
-
         check_is_fitted(self)
-        path = Path(path)
-        state = {
-            k: v.detach().cpu().contiguous()
-            for k, v in self.model_.state_dict().items()
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(
-            state, str(tmp), metadata={"sysid_msstcn": json.dumps(self._payload())}
-        )
-        tmp.replace(path)
+        _persistence.save(self, path)
 
     @classmethod
     def load(cls, path, device: str | None = None) -> MSSTCNRegressor:
@@ -1632,114 +1589,13 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         -------
         MSSTCNRegressor
         """
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no saved model at {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-            payload = json.loads(meta["sysid_msstcn"])
-        except Exception as exc:  # noqa: BLE001
-            raise DataFormatError(
-                f"{path}: not a sysid_msstcn model file ({exc.__class__.__name__}: "
-                f"{exc})"
-            ) from exc
-        if device is not None:
-            resolve_device(device)  # an explicit request must be satisfiable
-        try:
-            if not isinstance(payload, dict) or payload.get("format") != (
-                "sysid_msstcn/1"
-            ):
-                raise ValueError("unknown or missing format tag")
-            est = cls(**_tuples(payload["params"]))
-            if device is not None:
-                est.device = device
-            est._restore(payload, state)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DataFormatError(
-                f"{path}: malformed sysid_msstcn model ({exc.__class__.__name__}: "
-                f"{exc})"
-            ) from exc
-        return est
-
-    def _restore(self, payload: dict, state: dict) -> None:
-        fitted = payload["fitted"]
-        self.network_config_ = config_from_dict(payload["network_config"])
-        self.train_config_ = self._build_configs(
-            self.network_config_.n_inputs, self.network_config_.n_outputs
-        )[1]
-        self.device_ = _cpu_if_no_cuda(self.device)
-        model = MSSTCN(self.network_config_)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise DataFormatError(
-                f"weights do not match the configuration: {exc}"
-            ) from exc
-        if not all(bool(torch.isfinite(t).all()) for t in state.values()):
-            raise DataFormatError("weights contain NaN or infinity")
-        self.model_ = model.to(self.device_)
-        for key in (
-            "n_features_in_",
-            "n_outputs_",
-            "y_1d_",
-            "receptive_field_",
-            "n_init_",
-            "n_iter_",
-            "best_epoch_",
-            "history_",
-            "history_events_",
-        ):
-            setattr(self, key, fitted[key])
-        if fitted.get("window_") is not None:
-            self.window_ = fitted["window_"]
-        self.world_size_ = int(fitted.get("world_size_", 1))
-        names = fitted.get("output_names_")
-        self.output_names_ = None if names is None else tuple(names)
-        if fitted.get("feature_names_in_") is not None:
-            self.feature_names_in_ = np.asarray(fitted["feature_names_in_"], object)
-        self.x_scaler_ = ChannelScaler("input")
-        if fitted["x_scaler_"] is not None:
-            self.x_scaler_ = ChannelScaler.from_dict(fitted["x_scaler_"], "input")
-        self.y_scaler_ = ChannelScaler.from_dict(fitted["y_scaler_"], "output")
-        for scaler in (self.x_scaler_, self.y_scaler_):
-            scale = getattr(scaler, "scale_", None)
-            if scale is not None and not np.all(np.isfinite(scale) & (scale > 0)):
-                raise ValueError("scaling statistics must be finite and positive")
-        self.loss_curve_ = [r.get("loss") for r in self.history_]
-        self._seed = check_random_state_seed(self.random_state)
-        self._rng = np.random.default_rng(self._seed)
-        self._trainer_state = None
-        self._torch_rng_state = None
+        return _persistence.load(cls, path, device)
 
     def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        if "model_" in state:
-            state["model_"] = {
-                k: v.detach().cpu() for k, v in self.model_.state_dict().items()
-            }
-            state["device_"] = str(self.device_)
-        ts = state.get("_trainer_state")
-        if ts is not None:
-            state["_trainer_state"] = _to_cpu(ts)
-        return state
+        return _persistence.getstate(self)
 
     def __setstate__(self, state: dict) -> None:
-        weights = state.get("model_")
-        # parameters added after the pickle was written take their defaults
-        for name, param in inspect.signature(type(self).__init__).parameters.items():
-            if param.default is not inspect.Parameter.empty:
-                self.__dict__.setdefault(name, param.default)
-        self.__dict__.update(state)
-        if weights is not None:
-            dev = _cpu_if_no_cuda(state["device_"])
-            self.device_ = dev
-            model = MSSTCN(self.network_config_)
-            model.load_state_dict(weights)
-            self.model_ = model.to(dev)
+        _persistence.setstate(self, state)
 
 
 def _broadcast(obj, info: DistributedInfo):
@@ -1750,160 +1606,5 @@ def _broadcast(obj, info: DistributedInfo):
     return box[0]
 
 
-def _x_items(X) -> list:
-    """The experiments of ``X`` (the list rule of ``as_experiments``)."""
-    if X is None:
-        return []
-    if isinstance(X, (list, tuple)):
-        if X and (isinstance(X[0], _ARRAY_TYPES) or _has_uy(X[0])):
-            return list(X)
-    return [X]
-
-
-def _ndim(obj) -> int | None:
-    """Number of dimensions of an array-like (None for u/y containers)."""
-    if isinstance(obj, xr.Dataset) or _has_uy(obj):
-        return None
-    if isinstance(obj, _ARRAY_TYPES):
-        return obj.ndim
-    try:
-        return np.ndim(obj)
-    except (TypeError, ValueError):  # ragged lists: as_experiments reports them
-        return None
-
-
-def _empty_columns(X) -> bool:
-    items = _x_items(X)
-    return bool(items) and all(
-        len(getattr(a, "shape", ())) == 2 and a.shape[1] == 0 for a in items
-    )
-
-
-def _feature_names(X) -> np.ndarray | None:
-    """Column names when every experiment is a DataFrame with string columns."""
-    items = _x_items(X)
-    if not items or not all(isinstance(a, pd.DataFrame) for a in items):
-        return None
-    cols = [list(a.columns) for a in items]
-    if not all(isinstance(c, str) for c in cols[0]) or any(c != cols[0] for c in cols):
-        return None
-    return np.asarray(cols[0], dtype=object)
-
-
-def _holds_outputs(X) -> bool:
-    items = _x_items(X)
-    return bool(items) and all(_has_uy(i) for i in items)
-
-
-def _has_uy(obj) -> bool:
-    if isinstance(obj, xr.Dataset):
-        return "y" in obj.data_vars
-    return hasattr(obj, "u") and hasattr(obj, "y") and not isinstance(obj, _ARRAY_TYPES)
-
-
-def _cpu_if_no_cuda(device) -> torch.device:
-    """Resolve a device, mapping CUDA to the CPU when CUDA is unavailable."""
-    try:
-        return resolve_device(device)
-    except ValueError:
-        if str(device).startswith("cuda") and not torch.cuda.is_available():
-            return torch.device("cpu")
-        raise
-
-
 def _cuda_index(dev: torch.device) -> int:
     return torch.cuda.current_device() if dev.index is None else dev.index
-
-
-def _to_cpu(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_cpu(v) for v in obj]
-    return obj
-
-
-def _jsonable(obj: Any):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.random.Generator):
-        return None
-    return obj
-
-
-def _tuples(params: dict) -> dict:
-    out = {}
-    for k, v in params.items():
-        if isinstance(v, list):
-            v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
-        out[k] = v
-    return out
-
-
-def _epoch_row(rows: list[dict], epoch: int, trainer: Trainer, seconds: float) -> dict:
-    good = [r for r in rows if not r["skipped"]] or rows
-    n_steps = np.mean([r["n_steps"] for r in good])
-    elbo = float(np.mean([r["elbo"] for r in good]))
-    extra = {}
-    if "rollout" in good[0]:  # simulation-error term, per window
-        extra["rollout"] = float(np.mean([r["rollout"] for r in good]))
-    return {
-        "epoch": epoch,
-        "loss": float(np.mean([r["loss"] for r in good])),
-        "elbo": elbo,
-        "elbo_per_step": elbo / max(n_steps, 1.0),
-        "log_lik": float(np.mean([r["log_lik"] for r in good])),
-        "kl": float(np.mean([r["kl"] for r in good])),
-        "kl_per_level": np.mean([r["kl_per_level"] for r in good], axis=0).tolist()
-        if good[0]["kl_per_level"]
-        else [],
-        "lr": rows[-1]["lr"],
-        "threshold": rows[-1]["threshold"],
-        "n_skipped": trainer.n_skipped,
-        "seconds": seconds,
-        **extra,
-    }
-
-
-class _NoBar:
-    def update(self, row):
-        pass
-
-    def close(self):
-        pass
-
-
-class _Bar:
-    def __init__(self, total):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, desc="MS-STCN", unit="epoch")
-
-    def update(self, row):
-        post = {
-            "loss": f"{row['loss']:.4g}",
-            "elbo/step": f"{row['elbo_per_step']:.4g}",
-        }
-        if "val_elbo_per_step" in row:
-            post["val elbo/step"] = f"{row['val_elbo_per_step']:.4g}"
-        if "val_sim_rmse" in row:
-            post["val sim rmse"] = f"{row['val_sim_rmse']:.4g}"
-        self.bar.set_postfix(post)
-        self.bar.update(1)
-
-    def close(self):
-        self.bar.close()
-
-
-def _progress(total: int, verbose) -> _Bar | _NoBar:
-    return _Bar(total) if verbose else _NoBar()
