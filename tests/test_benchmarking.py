@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sysid_msstcn.baselines import deepsi_available
@@ -106,6 +107,53 @@ def test_ablation_quick(shared_data, tmp_path):
     assert all(math.isfinite(v) for r in rollout for v in r["rmse"])
     assert rollout[0]["rollout_term"] == [None]
     assert rollout[1]["rollout_term"][0] > 0
+
+
+class _ExactIncrements:
+    """Predicts the increments of a known output exactly (a test double)."""
+
+    def __init__(self, y):
+        self.y = y
+
+    def fit(self, X, y):
+        self.seen_ = (X, y)
+        return self
+
+    def predict(self, X, y_init):
+        d = np.diff(self.y, axis=0)
+        assert len(X) == len(d) and np.array_equal(y_init, d[: len(y_init)])
+        return d
+
+
+def test_increments_wrapper_trains_on_differences_and_integrates_back():
+    script = _load("ablation.py")
+    rng = np.random.default_rng(0)
+    u, y = rng.normal(size=(50, 1)), np.cumsum(rng.normal(size=(50, 2)), axis=0)
+    inner = _ExactIncrements(y)
+    model = script.Increments(inner).fit(u, y)
+    assert np.array_equal(inner.seen_[0], u[1:])
+    assert np.array_equal(inner.seen_[1], np.diff(y, axis=0))
+    np.testing.assert_allclose(model.predict(u, y_init=y[:5]), y, atol=1e-12)
+    assert model.seen_ is inner.seen_  # fitted attributes are the wrapped model's
+
+
+@pytest.mark.slow
+def test_rollout_study_in_the_increment_domain(shared_data, tmp_path):
+    script = _load("ablation.py")
+    out = tmp_path / "rollout.json"
+    args = ["--quick", "--data", str(shared_data), "--output", str(out)]
+    args += ["--device", "cpu", "--skip-speech", "--skip-sysid", "--skip-simulation"]
+    script.main([*args, "--increments", "--rollout-variants", "mse_last_64_noise0"])
+    study = json.loads(out.read_text())["rollout"]
+    assert [(r["domain"], r["variant"]) for r in study["rows"]] == [
+        ("outputs", "mse_last_64_noise0"),
+        ("increments", "mse_last_64_noise0"),
+    ]
+    assert all(math.isfinite(v) for r in study["rows"] for v in r["rmse"])
+    refs = study["references"]
+    assert [r["domain"] for r in refs] == ["outputs", "increments"]
+    assert all(math.isfinite(v) for r in refs for v in r["ARX"])
+    assert refs[0]["ARX"] != refs[1]["ARX"]
 
 
 def test_a_diverged_simulation_is_recorded_not_raised():
