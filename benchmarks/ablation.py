@@ -242,6 +242,13 @@ ROLLOUT_VARIANTS = {
         "rollout_gradient": "last",
         "input_noise": 0.0,
     },
+    # the MSE term weighs 1 per normalised unit squared, the one-step NLL
+    # 1 / sigma**2: a hundredfold weight puts them on a closer scale
+    "mse_last_64_x100": {
+        "rollout_steps": 64,
+        "rollout_gradient": "last",
+        "rollout_weight": 100.0,
+    },
     "mse_full_16": {"rollout_steps": 16},
     "nll_full_16": {"rollout_steps": 16, "rollout_loss": "nll"},
 }
