@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._affine import Affine, Op, f64, gate_ops, gated, gated_taps, lin, out_weight
 from .distributions import GaussianLikelihood
 from .layers import DownsampleBlock, UpsampleBlock
 from .model import MSSTCN, level_mask
@@ -80,38 +81,6 @@ _FUSE: bool | None = None
 
 _F64 = torch.float64
 _addmm, _addcmul, _baddbmm = torch.addmm, torch.addcmul, torch.baddbmm
-_tanh_, _addcmul_ = torch.Tensor.tanh_, torch.Tensor.addcmul_
-
-# one torch call of a compiled chain: (function, positional args, keywords)
-_Op = tuple[Callable, tuple, dict]
-
-
-def _f64(w: torch.Tensor) -> torch.Tensor:
-    """A weight as a float64 CPU tensor (weights are composed in float64)."""
-    return w.detach().to("cpu", _F64)
-
-
-def _gated(w: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """Rows [a, b] of a gated pre-activation, reordered as [b / 2, a].
-
-    With t = tanh of the reordered pre-activation, tanh(a) sigmoid(b) =
-    (t_a + t_a t_b) / 2 since sigmoid(b) = (1 + tanh(b / 2)) / 2: one tanh
-    serves both halves (see :func:`_gate`); the final 1/2 is folded into the
-    output projection (see :func:`_out_weight`).
-    """
-    a, b = w.chunk(2, dim)
-    return torch.cat([b * 0.5, a], dim)
-
-
-def _gate(P: torch.Tensor) -> tuple[list[_Op], torch.Tensor]:
-    """Calls that turn P = [b / 2, a] into [t_b, t_a + t_a t_b], in place.
-
-    Returns them and A = t_a + t_a t_b = 2 tanh(a) sigmoid(b), the view of
-    the second half: a product can read A together with what follows P in
-    memory (and in-place calls are the cheapest).
-    """
-    Pg, Pa = P.chunk(2, dim=-1)
-    return [(_tanh_, (P,), {}), (_addcmul_, (Pa, Pa, Pg), {})], Pa
 
 
 def _fuse(extra_macs: int, saved_calls: int, batch: int, like: torch.Tensor) -> bool:
@@ -136,117 +105,9 @@ def _bias(c: torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
     return c.to(like).expand(batch, -1).contiguous()
 
 
-def _run(ops: list[_Op]) -> None:
+def _run(ops: list[Op]) -> None:
     for f, args, kw in ops:
         f(*args, **kw)
-
-
-class _Affine:
-    """An affine map of named sources, sum_s x_s @ M_s + c (float64, CPU).
-
-    The linear parts of a chain of blocks are composed with it once, so
-    that products such as W_out @ W_conv are formed when the simulator is
-    made instead of at every step.
-
-    Parameters
-    ----------
-    terms : dict of str to torch.Tensor of shape (dim_s, dim) or tuple
-        A tuple (offset, dim_s) stands for a source copied to the output
-        columns offset .. offset + dim_s - 1 (its product with a matrix is
-        a slice of the matrix's rows).
-    const : torch.Tensor of shape (dim,)
-    """
-
-    __slots__ = ("const", "terms")
-
-    def __init__(self, terms: dict, const: torch.Tensor) -> None:
-        self.terms, self.const = terms, const
-
-    @classmethod
-    def source(cls, name: str, dim: int) -> _Affine:
-        """The identity map of a source of ``dim`` channels."""
-        return cls({name: (0, dim)}, torch.zeros(dim, dtype=_F64))
-
-    @property
-    def dim(self) -> int:
-        return self.const.shape[0]
-
-    def _m(self, name: str) -> torch.Tensor:
-        """The matrix of a term."""
-        m = self.terms[name]
-        if isinstance(m, tuple):
-            (o, n), m = m, torch.zeros(m[1], self.dim, dtype=_F64)
-            m[:, o : o + n] = torch.eye(n, dtype=_F64)
-        return m
-
-    def __matmul__(self, w: torch.Tensor) -> _Affine:  # w: (dim, n)
-        terms = {
-            k: w[m[0] : m[0] + m[1]] if isinstance(m, tuple) else m @ w
-            for k, m in self.terms.items()
-        }
-        return _Affine(terms, self.const @ w)
-
-    def __mul__(self, c: float) -> _Affine:
-        return _Affine({k: self._m(k) * c for k in self.terms}, self.const * c)
-
-    def __add__(self, other: _Affine) -> _Affine:
-        terms = dict(self.terms)
-        for k in other.terms:
-            terms[k] = self._m(k) + other._m(k) if k in terms else other.terms[k]
-        return _Affine(terms, self.const + other.const)
-
-    def shift(self, c: torch.Tensor) -> _Affine:
-        """The map plus a constant c (dim,)."""
-        return _Affine(self.terms, self.const + c)
-
-    def cols(self, n: int) -> _Affine:
-        """The first n output channels."""
-        return _Affine({k: self._m(k)[:, :n] for k in self.terms}, self.const[:n])
-
-    def coef(self, name: str, dim_s: int) -> torch.Tensor:
-        """The matrix (dim_s, dim) that multiplies source ``name`` (0 if absent)."""
-        if name not in self.terms:
-            return torch.zeros(dim_s, self.dim, dtype=_F64)
-        return self._m(name)
-
-    @staticmethod
-    def cat(parts: list[_Affine]) -> _Affine:
-        """Concatenate the outputs of several maps."""
-        offsets = [0]
-        for p in parts:
-            offsets.append(offsets[-1] + p.dim)
-        terms = {}
-        for k in dict.fromkeys(k for p in parts for k in p.terms):
-            own = [
-                (p, o) for p, o in zip(parts, offsets[:-1], strict=True) if k in p.terms
-            ]
-            m = own[0][0].terms[k]
-            if len(own) == 1 and isinstance(m, tuple):  # still a copy
-                terms[k] = (own[0][1] + m[0], m[1])
-            else:
-                n = m[1] if isinstance(m, tuple) else m.shape[0]
-                terms[k] = torch.cat([p.coef(k, n) for p in parts], 1)
-        return _Affine(terms, torch.cat([p.const for p in parts]))
-
-
-def _taps(conv: nn.Conv1d) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Taps (I, 2C) by lag (0 = current) of a gated convolution, and its bias."""
-    w = _gated(_f64(conv.weight))  # (2C, I, k), rows as in _gated
-    k = w.shape[-1]
-    return [w[..., k - 1 - m].t() for m in range(k)], _gated(_f64(conv.bias))
-
-
-def _lin(x: _Affine, module: nn.Module) -> _Affine:
-    """A 1x1 convolution (or identity) applied to x."""
-    if isinstance(module, nn.Identity):
-        return x
-    out = x @ _f64(module.weight)[..., 0].t()
-    return out if module.bias is None else out.shift(_f64(module.bias))
-
-
-def _out_weight(block: nn.Module) -> torch.Tensor:
-    """Output projection (C, C_out) of a gated block, with the gate's 1/2."""
-    return _f64(block.out.weight)[..., 0].t() * 0.5
 
 
 def _rows(buf: torch.Tensor, lo: int = 0, hi: int | None = None) -> list:
@@ -328,7 +189,7 @@ class _Queued:
     """
 
     def __init__(self, block: nn.Module, with_skip: bool) -> None:
-        self.taps, b = _taps(block.conv)
+        self.taps, b = gated_taps(block.conv)
         self.k = k = len(self.taps)
         self.dil = block.conv.dilation[0] if k > 1 else 0
         c_in, self.n2 = self.taps[0].shape
@@ -337,8 +198,8 @@ class _Queued:
         cols, s_b = [self.taps[0]], []
         if self.with_skip:
             if proj:
-                cols.append(_f64(block.skip.weight)[..., 0].t())
-                s_b.append(_f64(block.skip.bias))
+                cols.append(f64(block.skip.weight)[..., 0].t())
+                s_b.append(f64(block.skip.bias))
             else:
                 cols.append(torch.eye(c_in, dtype=_F64))
                 s_b.append(torch.zeros(c_in, dtype=_F64))
@@ -397,7 +258,7 @@ class _BottomUp:
         n_u = cfg.n_inputs if lv == 0 else 0
         P, base, self.n_win = self._first(blocks[0], n_y, n_u)
         # entry weights: window rows are [.., x, ..] with x at row_offset
-        q = _Affine.cat([P, base])
+        q = Affine.cat([P, base])
         w_in = torch.zeros(self.n_win, row_width, q.dim, dtype=_F64)
         for tau in range(self.n_win):
             w_in[tau, row_offset : row_offset + n_y] = q.coef(f"y{tau}", n_y)
@@ -417,7 +278,7 @@ class _BottomUp:
             for qb in queued
         ]
         self.zero()
-        outs = [_out_weight(blk) for blk in blocks]
+        outs = [out_weight(blk) for blk in blocks]
         if self.fused:  # rows [A_{k-1}, S_{k-1}]
             w = [torch.cat([outs[i] @ qb.T, qb.T]) for i, qb in enumerate(queued)]
             acc = [
@@ -434,10 +295,10 @@ class _BottomUp:
         # x_k of the per-block form (an identity skip updates it in place)
         x = None if self.fused else like.new_zeros(batch, cfg.channels[lv])
         p1 = P.dim
-        self.body: list[list[_Op]] = []
+        self.body: list[list[Op]] = []
         self.final: list[tuple] = []
         for ph in range(N):
-            ops, A = _gate(self.e[:, :p1])
+            ops, A = gate_ops(self.e[:, :p1])
             base, AS, w_out = self.e[:, p1:], self.e[:, p1 // 2 :], outs[0]
             for i, (qb, ring) in enumerate(zip(queued, self.rings, strict=True)):
                 if self.fused:
@@ -455,7 +316,7 @@ class _BottomUp:
                     bias = const[i]
                 slot = ring[ph]
                 ops.append((_addmm, (bias, m1, w[i]), {"out": slot[:, : qb.n_out]}))
-                gate, A = _gate(slot[:, :n2])
+                gate, A = gate_ops(slot[:, :n2])
                 ops += gate
                 base = slot[:, n2:q0] if qb.with_skip else x
                 AS, w_out = slot[:, n2 // 2 : q0], outs[i + 1]
@@ -483,22 +344,22 @@ class _BottomUp:
         (oldest first). Returns (P, skip, window length).
         """
 
-        def x(tau: int) -> _Affine:
-            parts = [_Affine.source(f"y{tau}", n_y)]
+        def x(tau: int) -> Affine:
+            parts = [Affine.source(f"y{tau}", n_y)]
             if n_u:
-                parts.append(_Affine.source(f"u{tau}", n_u))
-            return _Affine.cat(parts)
+                parts.append(Affine.source(f"u{tau}", n_u))
+            return Affine.cat(parts)
 
         if isinstance(block, DownsampleBlock) and block.resampling == "learned":
             S = block.stride
-            w = _gated(_f64(block.conv.weight))  # (2C, I, S)
+            w = gated(f64(block.conv.weight))  # (2C, I, S)
             P = x(0) @ w[..., 0].t()
             mean = x(0)
             for k in range(1, S):
                 P, mean = P + x(k) @ w[..., k].t(), mean + x(k)
-            P = P.shift(_gated(_f64(block.conv.bias)))
-            return P, _lin(mean * (1.0 / S), block.skip), S
-        taps, b = _taps(block.conv)
+            P = P.shift(gated(f64(block.conv.bias)))
+            return P, lin(mean * (1.0 / S), block.skip), S
+        taps, b = gated_taps(block.conv)
         dil = block.conv.dilation[0]
         M = (len(taps) - 1) * dil
         S = block.stride if isinstance(block, DownsampleBlock) else 1
@@ -509,7 +370,7 @@ class _BottomUp:
             for m in range(1, len(taps)):
                 acc = acc + x(s - m * dil) @ taps[m]
             pre.append(acc.shift(b))
-            skip.append(_lin(x(s), block.skip))
+            skip.append(lin(x(s), block.skip))
         if S == 1:
             return pre[0], skip[0], M + 1
         P, base = pre[0], skip[0]
@@ -618,15 +479,15 @@ class _TopDown:
         self.head_y = head_y
         C = cfg.channels[lv]
         self.has_above = lv < cfg.n_levels - 1
-        parts = [_Affine.source("g", C)] if self.has_above else []
-        parts.append(_Affine.source("d", C))
+        parts = [Affine.source("g", C)] if self.has_above else []
+        parts.append(Affine.source("d", C))
         n_u = cfg.n_inputs if lv == 0 else 0
         if n_u:
-            parts.append(_Affine.source("u", n_u))
+            parts.append(Affine.source("u", n_u))
         self.parts = parts
         self.n_z = td.prior.weight.shape[0] // 2 if td.use_latents else 0
         self.sampled = td.use_latents and latent == "prior"
-        self.ops: list[_Op] = []
+        self.ops: list[Op] = []
         self.last: tuple | None = None  # level 0: (bias, A, W) of the output row
         self.g: torch.Tensor | None = None  # level > 0: output, (B, [S,] C_out)
         self.fused = _fuse(*self._extra_macs(model), batch, like)
@@ -676,15 +537,15 @@ class _TopDown:
         n_blocks = len(td.mixer) + len(td.decoder)
         return fused - per_block, n_blocks - 1 - self.sampled
 
-    def _head(self, model: MSSTCN, g: _Affine) -> _Affine:
+    def _head(self, model: MSSTCN, g: Affine) -> Affine:
         """The level-0 output row of the top-down output g: [params(, y)]."""
-        params = _lin(g, model.head)
+        params = lin(g, model.head)
         if not self.head_y:
             return params
-        return _Affine.cat([params, params.cols(model.config.n_outputs)])
+        return Affine.cat([params, params.cols(model.config.n_outputs)])
 
     # ---------------------------------------------------------- per block
-    def _per_block(self, model: MSSTCN) -> _Affine:
+    def _per_block(self, model: MSSTCN) -> Affine:
         """Compile the per-block form; returns the entry (block 0's product)."""
         cfg, td, lv = model.config, model.top_down[self.lv], self.lv
         B, like = self.batch, self.like
@@ -697,25 +558,25 @@ class _TopDown:
         width, entry = cfg.channels[lv], None
         for i, blk in enumerate(blocks):
             dec, last = i >= n_mix, i == len(blocks) - 1
-            x = _Affine.cat(self.parts) if i == 0 else _Affine.source("x", width)
+            x = Affine.cat(self.parts) if i == 0 else Affine.source("x", width)
             # the model's order [g, z] (X holds [z, g]: rows are picked by name)
-            inp = _Affine.cat([x, _Affine.source("z", n_z)]) if dec and n_z else x
+            inp = Affine.cat([x, Affine.source("z", n_z)]) if dec and n_z else x
             up = isinstance(blk, UpsampleBlock) and blk.resampling == "learned"
             if up:  # transposed convolution: S pre-activations, step-major
-                wt = _gated(_f64(blk.conv.weight), 1)  # (I, 2C, S)
+                wt = gated(f64(blk.conv.weight), 1)  # (I, 2C, S)
                 c_in, n2, S = wt.shape
                 wt = wt.permute(0, 2, 1).reshape(c_in, -1)
-                P = (inp @ wt).shift(_gated(_f64(blk.conv.bias)).repeat(S))
+                P = (inp @ wt).shift(gated(f64(blk.conv.bias)).repeat(S))
             else:
-                taps, b = _taps(blk.conv)
+                taps, b = gated_taps(blk.conv)
                 P, n2 = (inp @ taps[0]).shift(b), taps[0].shape[1]
             c_o = n2 // 2
             # the block's output y = base + A W_out, as the columns it writes:
             # the output head or the prior folded in when that is cheaper
             # than a product of their own (their bias columns cost
             # multiply-adds in the block's first product)
-            a = _Affine.source("a", c_o)
-            y = _lin(x, blk.skip) + a @ _out_weight(blk)
+            a = Affine.source("a", c_o)
+            y = lin(x, blk.skip) + a @ out_weight(blk)
             head = last and lv == 0
             prior = i == n_mix - 1 and n_z > 0
             n_head = model.likelihood.n_params + (cfg.n_outputs if self.head_y else 0)
@@ -724,12 +585,12 @@ class _TopDown:
             if head and fold:
                 y = self._head(model, y)
             elif prior and fold:  # [pre, mean, h] or [z, h]
-                y = _Affine.cat([*self._prior(td, y), y])
+                y = Affine.cat([*self._prior(td, y), y])
             w_a = _dev(y.coef("a", c_o), like)
-            base = _Affine({k: m for k, m in y.terms.items() if k != "a"}, y.const)
+            base = Affine({k: m for k, m in y.terms.items() if k != "a"}, y.const)
             # y = x + A W_out: the residual is updated in place, no bias columns
             plain = i > 0 and not fold and isinstance(blk.skip, nn.Identity)
-            q = P if plain else _Affine.cat([P, base])
+            q = P if plain else Affine.cat([P, base])
             Z = like.new_zeros(B, q.dim)
             if i == 0:
                 entry, self.z0 = q, Z
@@ -743,13 +604,13 @@ class _TopDown:
             x_region = X[:, z_w : z_w + width]
             bias = x_region if plain else Z[:, P.dim :]
             if up:
-                gate, A = _gate(Z[:, : P.dim].view(B, S, n2))  # (B, S, C_out)
+                gate, A = gate_ops(Z[:, : P.dim].view(B, S, n2))  # (B, S, C_out)
                 self.ops += gate
                 self.g = like.new_zeros(B, S, c_o)
                 w3 = w_a.expand(B, -1, -1)
                 self.ops.append((_baddbmm, (bias.unsqueeze(1), A, w3), {"out": self.g}))
                 break
-            gate, A = _gate(Z[:, : P.dim])
+            gate, A = gate_ops(Z[:, : P.dim])
             self.ops += gate
             if head and fold:
                 self.last = (bias, A, w_a)
@@ -759,13 +620,13 @@ class _TopDown:
             else:  # [(pre), z, h] or g, in X
                 out = bias if plain else X[:, z_w + c_o - y.dim : z_w + c_o]
                 self.ops.append((_addmm, (bias, A, w_a), {"out": out}))
-                h, g = X[:, z_w : z_w + c_o], _Affine.source("h", c_o)
+                h, g = X[:, z_w : z_w + c_o], Affine.source("h", c_o)
                 if head:  # the output head on its own
                     q = self._head(model, g)
                     w = _dev(q.coef("h", c_o), like)
                     self.last = (_bias(q.const, B, like), h, w)
                 elif prior and not fold:  # the prior on its own
-                    q = _Affine.cat(self._prior(td, g))
+                    q = Affine.cat(self._prior(td, g))
                     w = _dev(q.coef("h", c_o), like)
                     b = _bias(q.const, B, like)
                     self.ops.append((_addmm, (b, h, w), {"out": X[:, :z_w]}))
@@ -775,26 +636,26 @@ class _TopDown:
             width = c_o
         return entry
 
-    def _prior(self, td: nn.Module, h: _Affine) -> list[_Affine]:
+    def _prior(self, td: nn.Module, h: Affine) -> list[Affine]:
         """The prior's columns as stored in X: [pre, mean] (sampled) or [mean]."""
         n_z = self.n_z
-        w, b = _f64(td.prior.weight)[..., 0], _f64(td.prior.bias)
+        w, b = f64(td.prior.weight)[..., 0], f64(td.prior.bias)
         mean = (h @ w[:n_z].t()).shift(b[:n_z])
         if not self.sampled:
             return [mean]
         return [(h @ w[n_z:].t()).shift(b[n_z:]), mean]
 
     # --------------------------------------------------------------- fused
-    def _fused(self, model: MSSTCN) -> _Affine:
+    def _fused(self, model: MSSTCN) -> Affine:
         """Compile the fused form; returns the entry (Z_0)."""
         td, lv = model.top_down[self.lv], self.lv
-        self.stages: list[tuple[str, _Affine, int]] = []  # (kind, P_k, dim of A_k)
-        x = _Affine.cat(self.parts)
+        self.stages: list[tuple[str, Affine, int]] = []  # (kind, P_k, dim of A_k)
+        x = Affine.cat(self.parts)
         for blk in td.mixer:
             x = self._gated_stage(blk, x, None)
         z = None
         if td.use_latents:
-            w, b = _f64(td.prior.weight)[..., 0], _f64(td.prior.bias)
+            w, b = f64(td.prior.weight)[..., 0], f64(td.prior.bias)
             n_z = self.n_z
             if self.sampled:
                 z = self._stage("sample", (x @ w.t()).shift(b), n_z)
@@ -803,46 +664,46 @@ class _TopDown:
         g, up = x, None
         for blk in td.decoder:
             if isinstance(blk, UpsampleBlock) and blk.resampling == "learned":
-                inp = g if z is None else _Affine.cat([g, z])
-                wt = _gated(_f64(blk.conv.weight), 1)  # (I, 2C, S)
+                inp = g if z is None else Affine.cat([g, z])
+                wt = gated(f64(blk.conv.weight), 1)  # (I, 2C, S)
                 c_in, n2, S = wt.shape
                 wt = wt.permute(0, 2, 1).reshape(c_in, -1)  # step-major
-                bt = _gated(_f64(blk.conv.bias)).repeat(S)
+                bt = gated(f64(blk.conv.bias)).repeat(S)
                 self._stage("gate3d", (inp @ wt).shift(bt), n2 // 2)
-                g, up = _lin(g, blk.skip), (S, _out_weight(blk))
+                g, up = lin(g, blk.skip), (S, out_weight(blk))
             else:  # a 1x1 gated block (fixed upsampling repeats its output)
                 g = self._gated_stage(blk, g, z)
         if lv == 0:
             g = self._head(model, g)
         return self._compile(g, up)
 
-    def _stage(self, kind: str, P: _Affine, dim: int) -> _Affine:
+    def _stage(self, kind: str, P: Affine, dim: int) -> Affine:
         name = f"a{len(self.stages)}"
         self.stages.append((kind, P, dim))
-        return _Affine.source(name, dim)
+        return Affine.source(name, dim)
 
-    def _gated_stage(self, blk: nn.Module, x: _Affine, cond: _Affine | None) -> _Affine:
-        inp = x if cond is None else _Affine.cat([x, cond])
-        taps, b = _taps(blk.conv)
+    def _gated_stage(self, blk: nn.Module, x: Affine, cond: Affine | None) -> Affine:
+        inp = x if cond is None else Affine.cat([x, cond])
+        taps, b = gated_taps(blk.conv)
         a = self._stage("gate", (inp @ taps[0]).shift(b), taps[0].shape[1] // 2)
-        return _lin(x, blk.skip) + a @ _out_weight(blk)
+        return lin(x, blk.skip) + a @ out_weight(blk)
 
-    def _compile(self, out: _Affine, up: tuple[int, torch.Tensor] | None) -> _Affine:
+    def _compile(self, out: Affine, up: tuple[int, torch.Tensor] | None) -> Affine:
         """Buffers and calls of the fused form; ``out`` is the chain's output."""
         B, like, lv = self.batch, self.like, self.lv
         qs = [P for _, P, _ in self.stages] + [out]
         n = len(self.stages)
         for k in range(n):  # causality: P_j does not read A_k for j <= k
             assert all(f"a{k}" not in q.terms for q in qs[: k + 1]), "not causal"
-        z0 = _Affine.cat(qs)
+        z0 = Affine.cat(qs)
         self.z0 = Z = like.new_zeros(B, z0.dim)
         for k, (kind, P, dim) in enumerate(self.stages):
             w_p = P.dim
             if kind == "gate3d":
-                gate, A = _gate(Z[:, :w_p].view(B, up[0], -1))  # (B, S, C)
+                gate, A = gate_ops(Z[:, :w_p].view(B, up[0], -1))  # (B, S, C)
                 self.ops += gate
             elif kind == "gate":
-                gate, A = _gate(Z[:, :w_p])
+                gate, A = gate_ops(Z[:, :w_p])
                 self.ops += gate
             else:
                 A = like.new_zeros(B, dim)
