@@ -249,6 +249,15 @@ ROLLOUT_VARIANTS = {
         "rollout_gradient": "last",
         "rollout_weight": 100.0,
     },
+    # a long horizon for integrating outputs (EMPS drifts over seconds):
+    # 1,000 free-run steps at the end of 1,200-step windows, smaller batches
+    "mse_last_1000_x100": {
+        "window": 1200,
+        "batch_size": 8,
+        "rollout_steps": 1000,
+        "rollout_gradient": "last",
+        "rollout_weight": 100.0,
+    },
     "mse_full_16": {"rollout_steps": 16},
     "nll_full_16": {"rollout_steps": 16, "rollout_loss": "nll"},
 }
