@@ -306,7 +306,7 @@ def _test_rmse(est, test) -> list[float | None]:
     return [row["rmse"] for row in evaluate_records(est, test)[0]]
 
 
-def rollout_ablation(args) -> dict:
+def rollout_ablation(args, save=None) -> dict:
     """Fine-tuning on the simulation error (``rollout_steps``) vs the ELBO alone.
 
     One model is trained with the one-step objective (``sysid_small``,
@@ -316,9 +316,16 @@ def rollout_ablation(args) -> dict:
     only in the fine-tuning loss. Test RMSE in the benchmark's units. With
     ``--increments`` the study runs a second time on the output increments
     (:class:`Increments`); the rows name their ``domain`` and the ARX of the
-    benchmark suite is fitted in both domains as a reference.
+    benchmark suite is fitted in both domains as a reference. ``save``, if
+    given, is called with the result so far after every row (a long study
+    that is stopped keeps what it measured).
     """
     rows, references = [], []
+    result = {
+        "rows": rows,
+        "references": references,
+        "rollout_epochs": args.rollout_epochs,
+    }
     domains = ["outputs", "increments"] if args.increments else ["outputs"]
     root = Path(args.data) / "nonlinear_benchmarks"
     names = args.rollout_variants or list(ROLLOUT_VARIANTS)
@@ -377,11 +384,9 @@ def rollout_ablation(args) -> dict:
                 }
             )
             print(rows[-1], flush=True)
-    return {
-        "rows": rows,
-        "references": references,
-        "rollout_epochs": args.rollout_epochs,
-    }
+            if save is not None:
+                save(result)
+    return result
 
 
 def main(argv=None) -> None:
@@ -437,17 +442,26 @@ def main(argv=None) -> None:
         "hardware": hardware_info(args.device),
         "settings": {k: v for k, v in vars(args).items() if k != "output"},
     }
-    if not args.skip_speech:
-        out["speech"] = speech_ablation(args)
-    if not args.skip_sysid:
-        out["sysid"] = sysid_ablation(args)
-    if not args.skip_simulation:
-        out["simulation"] = simulation_ablation(args)
-    if not args.skip_rollout:
-        out["rollout"] = rollout_ablation(args)
     path = Path(args.output)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
+
+    def save(**parts) -> None:  # after every section (and rollout row)
+        out.update(parts)
+        path.write_text(json.dumps(out, indent=2))
+
+    if not args.skip_speech:
+        save(speech=speech_ablation(args))
+    if not args.skip_sysid:
+        save(sysid=sysid_ablation(args))
+    if not args.skip_simulation:
+        save(simulation=simulation_ablation(args))
+    if not args.skip_rollout:
+
+        def partial(result: dict) -> None:
+            save(rollout={**result, "partial": True})
+
+        save(rollout=rollout_ablation(args, save=partial))
+    save()
     print(f"wrote {path}")
 
 
