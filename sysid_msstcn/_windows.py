@@ -1,4 +1,13 @@
-"""Scaling and window sampling for the estimator (numpy only)."""
+"""Scaling and window sampling for the estimator (numpy only).
+
+The estimator's windows live in *segments* ``(experiment, start, stop)``:
+the training heads left after the validation tails are cut off. A segment
+shorter than the window is drawn whole, so short experiments still train.
+:mod:`sysid_msstcn.data.windows` is the public, DataLoader-side counterpart
+on whole experiments, where only full-length windows are drawn and a tail
+too long for its experiment is an error; the two keep their own rules
+because a fitted estimator's random stream must not change.
+"""
 
 from __future__ import annotations
 
