@@ -340,15 +340,16 @@ def rollout_ablation(args, save=None) -> dict:
         references.append(
             {"benchmark": bench, "domain": domain, "ARX": _test_rmse(arx, test)}
         )
-        base = MSSTCNRegressor(
-            preset="sysid_small",
-            max_iter=args.sysid_epochs,
-            steps_per_epoch=args.steps,
-            input_noise=args.input_noise,
-            random_state=args.seed,
-            device=args.device,
+        base = wrap(
+            MSSTCNRegressor(
+                preset="sysid_small",
+                max_iter=args.sysid_epochs,
+                steps_per_epoch=args.steps,
+                input_noise=args.input_noise,
+                random_state=args.seed,
+                device=args.device,
+            )
         )
-        base = wrap(base)
         t0 = time.perf_counter()
         base.fit(X, Y)
         base_seconds = time.perf_counter() - t0
