@@ -258,6 +258,9 @@ ROLLOUT_VARIANTS = {
         "rollout_gradient": "last",
         "rollout_weight": 100.0,
     },
+    # more one-step training at a third of the learning rate (less noise
+    # between epochs in the validation score that picks the kept weights)
+    "one_step_lr3e-4": {"learning_rate": 3e-4},
     "mse_full_16": {"rollout_steps": 16},
     "nll_full_16": {"rollout_steps": 16, "rollout_loss": "nll"},
 }
