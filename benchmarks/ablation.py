@@ -288,10 +288,10 @@ class Increments:
         return self
 
     def fit(self, X, Y) -> Increments:
-        xs, ys = (X, Y) if isinstance(Y, list) else ([X], [Y])
-        dx = [x[1:] for x in xs]
-        dy = [np.diff(y, axis=0) for y in ys]
-        self.estimator.fit(*((dx, dy) if isinstance(Y, list) else (dx[0], dy[0])))
+        if isinstance(Y, list):  # several experiments
+            self.estimator.fit([x[1:] for x in X], [np.diff(y, axis=0) for y in Y])
+        else:
+            self.estimator.fit(X[1:], np.diff(Y, axis=0))
         return self
 
     def predict(self, X, y_init):

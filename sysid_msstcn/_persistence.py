@@ -24,7 +24,7 @@ from .config import config_from_dict
 from .exceptions import DataFormatError
 from .model import MSSTCN
 
-__all__ = ["cpu_if_no_cuda", "getstate", "load", "save", "setstate"]
+__all__ = ["getstate", "load", "save", "setstate"]
 
 FORMAT = "sysid_msstcn/1"
 # fitted attributes stored as they are
@@ -41,7 +41,7 @@ _FITTED = (
 )
 
 
-def cpu_if_no_cuda(device) -> torch.device:
+def _cpu_if_no_cuda(device) -> torch.device:
     """Resolve a device, mapping CUDA to the CPU when CUDA is unavailable."""
     try:
         return resolve_device(device)
@@ -132,7 +132,7 @@ def _restore(est, payload: dict, state: dict) -> None:
     est.train_config_ = est._build_configs(
         est.network_config_.n_inputs, est.network_config_.n_outputs
     )[1]
-    est.device_ = cpu_if_no_cuda(est.device)
+    est.device_ = _cpu_if_no_cuda(est.device)
     model = MSSTCN(est.network_config_)
     try:
         model.load_state_dict(state)
@@ -188,7 +188,7 @@ def setstate(est, state: dict) -> None:
             est.__dict__.setdefault(name, param.default)
     est.__dict__.update(state)
     if weights is not None:
-        dev = cpu_if_no_cuda(state["device_"])
+        dev = _cpu_if_no_cuda(state["device_"])
         est.device_ = dev
         model = MSSTCN(est.network_config_)
         model.load_state_dict(weights)
