@@ -32,7 +32,7 @@ def _plots(res: dict, out: Path) -> list[str]:
     from sysid_msstcn.plotting import plot_error, plot_simulation, save_figure
 
     files = []
-    est = res["models"]["MS-STCN"]
+    est = next(iter(res["models"].values()))  # MS-STCN (or on the ARX residual)
     for k, ds in enumerate(res["test_records"]):
         u, y = io_arrays(ds)
         n = int(ds.attrs["n_init"])

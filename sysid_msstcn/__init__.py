@@ -6,4 +6,13 @@ __version__ = "0.1.0"
 
 from .estimator import MSSTCNRegressor
 
-__all__ = ["MSSTCNRegressor", "__version__"]
+__all__ = ["LinearResidualRegressor", "MSSTCNRegressor", "__version__"]
+
+
+def __getattr__(name: str):
+    # imported on first use: the hybrid pulls in the baselines (python-control)
+    if name == "LinearResidualRegressor":
+        from .hybrid import LinearResidualRegressor
+
+        return LinearResidualRegressor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

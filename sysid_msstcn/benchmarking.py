@@ -26,10 +26,12 @@ from .baselines import (
 )
 from .data.benchmarks import io_arrays, load_benchmark
 from .estimator import MSSTCNRegressor
+from .hybrid import LinearResidualRegressor
 from .metrics import crps_ensemble, fit_index, interval_coverage, nrmse, r2, rmse
 
 __all__ = [
     "BUDGETS",
+    "HYBRID_LABEL",
     "PUBLISHED",
     "TARGETS",
     "default_models",
@@ -119,7 +121,9 @@ TARGETS = {
 
 # Training budgets of MS-STCN: estimator parameters by name. "finetune" holds
 # the parameters of a second, warm-started fit on the simulation error
-# (rollout_steps, see benchmarks/results/rollout_finetune_*.json).
+# (rollout_steps, see benchmarks/results/rollout_finetune_*.json);
+# "linear_residual": True makes the MS-STCN entry a LinearResidualRegressor
+# on the benchmark's ARX (label HYBRID_LABEL).
 _FINETUNE = {
     "max_iter": 10,
     "rollout_steps": 64,
@@ -157,6 +161,9 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "finetune": _FINETUNE,
     },
 }
+
+# Label of MS-STCN on the ARX residual (budget entry "linear_residual").
+HYBRID_LABEL = "MS-STCN + ARX"
 
 # ARX / NARX orders per benchmark (chosen from the literature, not the test).
 _ORDERS = {
@@ -197,15 +204,25 @@ def default_models(
     Returns
     -------
     dict of name -> unfitted estimator
+        The MS-STCN model comes first: "MS-STCN", or, when the budget sets
+        ``linear_residual``, :data:`HYBRID_LABEL` (a
+        :class:`~sysid_msstcn.hybrid.LinearResidualRegressor` on the
+        benchmark's ARX).
     """
     params = _budget_params(budget)
     params.pop("finetune", None)  # run_benchmark's second fit
-    models: dict[str, Any] = {
-        "MS-STCN": MSSTCNRegressor(random_state=random_state, device=device, **params)
-    }
+    hybrid = params.pop("linear_residual", False)
+    if not isinstance(hybrid, bool):
+        raise ValueError(f"linear_residual must be a bool, got {hybrid!r}")
+    orders = _ORDERS.get(name, {"arx": (4, 4, 0), "narx": (2, 4, 4)})
+    na, nb, nk = orders["arx"]
+    net = MSSTCNRegressor(random_state=random_state, device=device, **params)
+    models: dict[str, Any] = (
+        {HYBRID_LABEL: LinearResidualRegressor(net, ARXRegressor(na=na, nb=nb, nk=nk))}
+        if hybrid
+        else {"MS-STCN": net}
+    )
     if baselines:
-        orders = _ORDERS.get(name, {"arx": (4, 4, 0), "narx": (2, 4, 4)})
-        na, nb, nk = orders["arx"]
         degree, ylag, xlag = orders["narx"]
         models["ARX"] = ARXRegressor(na=na, nb=nb, nk=nk)
         models["polynomial NARX"] = PolynomialNARXRegressor(
@@ -385,10 +402,10 @@ def run_benchmark(
     budget : str or dict, default="small"
         MS-STCN training budget (see :data:`BUDGETS`). Its ``finetune``
         entry, if any, holds estimator parameters of a second,
-        warm-started fit of the default "MS-STCN" model (fine-tuning on the
-        simulation error; not applied to ``models`` given by the caller);
-        the reported training time covers both fits and
-        ``stage_seconds`` each.
+        warm-started fit of the default MS-STCN model (fine-tuning on the
+        simulation error; for :data:`HYBRID_LABEL`, of its residual model;
+        not applied to ``models`` given by the caller); the reported
+        training time covers both fits and ``stage_seconds`` each.
     data_dir : path-like, optional
         The nonlinear-benchmarks folder (default: the shared data folder).
     random_state : int, default=0
@@ -421,14 +438,25 @@ def run_benchmark(
     used_device = "cpu"
     X, Y = (us, ys) if len(us) > 1 else (us[0], ys[0])
     for label, model in models.items():
-        is_msstcn = isinstance(model, MSSTCNRegressor)
+        is_hybrid = isinstance(model, LinearResidualRegressor)
+        is_msstcn = is_hybrid or isinstance(model, MSSTCNRegressor)
         t0 = time.perf_counter()
         model.fit(X, Y)
         stages = [time.perf_counter() - t0]
         configs[label] = {k: _plain(v) for k, v in model.get_params(deep=False).items()}
-        if label == "MS-STCN" and is_msstcn and finetune:
-            model.set_params(warm_start=True, **finetune).fit(X, Y)
+        if is_hybrid:  # the parts' settings of the first fit
+            for part in ("estimator", "linear"):
+                fitted_part = getattr(model, f"{part}_")
+                configs[label][part] = {
+                    k: _plain(v) for k, v in fitted_part.get_params(deep=False).items()
+                }
+        if label in ("MS-STCN", HYBRID_LABEL) and is_msstcn and finetune:
+            stage = {"warm_start": True, **finetune}
+            if is_hybrid:  # the residual model continues; the ARX is refitted
+                stage = {f"estimator__{k}": v for k, v in stage.items()}
+            model.set_params(**stage).fit(X, Y)
             stages.append(time.perf_counter() - t0 - stages[0])
+        net = model.estimator_ if is_hybrid else model
         seconds = time.perf_counter() - t0
         rows, preds = evaluate_records(
             model,
@@ -439,18 +467,18 @@ def run_benchmark(
         for row in rows:
             row.update(model=label, train_seconds=seconds)
             if is_msstcn:
-                row["epochs"] = model.n_iter_
-                row["best_epoch"] = model.best_epoch_
+                row["epochs"] = net.n_iter_
+                row["best_epoch"] = net.best_epoch_
                 row["stage_seconds"] = stages
             results.append(row)
         if is_msstcn:
             if finetune:
                 configs[label]["finetune"] = {k: _plain(v) for k, v in finetune.items()}
-            used_device = str(model.device_)
-            configs[label]["resolved"] = model.network_config_.to_dict()
-            configs[label]["window_"] = int(model.window_)
+            used_device = str(net.device_)
+            configs[label]["resolved"] = net.network_config_.to_dict()
+            configs[label]["window_"] = int(net.window_)
             configs[label]["parameters"] = int(
-                sum(p.numel() for p in model.model_.parameters())
+                sum(p.numel() for p in net.model_.parameters())
             )
         predictions[label] = preds
         fitted[label] = model

@@ -51,6 +51,39 @@ def test_run_benchmark_tiny_protocol(benchmark_data):
     assert set(res["published"]) == set(res["targets"]) == tests
 
 
+def test_linear_residual_budget_runs_ms_stcn_on_the_arx_residual(
+    benchmark_data, tmp_path
+):
+    from sysid_msstcn.benchmarking import HYBRID_LABEL
+
+    script = _load("run_nonlinear.py")
+    args = ["--datasets", "cascaded_tanks", "--budget", "tiny", "--no-baselines"]
+    args += ["--params", '{"linear_residual": true}', "--n-samples", "2"]
+    args += ["--data-dir", str(benchmark_data), "--output-dir", str(tmp_path)]
+    script.main([*args, "--device", "cpu"])
+    res = json.loads((tmp_path / "nonlinear_cascaded_tanks.json").read_text())
+    (row,) = res["results"]
+    assert row["model"] == HYBRID_LABEL and math.isfinite(row["rmse"])
+    assert 0.0 <= row["coverage_90"] <= 1.0 and len(res["plots"]) == 2
+    config = res["config"][HYBRID_LABEL]
+    # the benchmark's ARX orders, and the first fit's settings of the network
+    assert (config["linear"]["na"], config["linear"]["nb"]) == (4, 4)
+    assert config["estimator"]["max_iter"] == BUDGETS["tiny"]["max_iter"]
+    assert config["estimator"]["warm_start"] is False
+    # the fine-tuning stage continued the residual model
+    finetune = BUDGETS["tiny"]["finetune"]
+    assert row["epochs"] == BUDGETS["tiny"]["max_iter"] + finetune["max_iter"]
+    assert len(row["stage_seconds"]) == 2
+    assert config["resolved"]["n_inputs"] == 2  # u and the ARX simulation
+
+
+def test_linear_residual_must_be_a_bool():
+    from sysid_msstcn.benchmarking import default_models
+
+    with pytest.raises(ValueError, match="linear_residual must be a bool"):
+        default_models("ced", {"linear_residual": "yes"})
+
+
 def test_published_and_targets_use_adapter_test_names():
     from sysid_msstcn.data import load_benchmark  # noqa: F401 - names documented
 

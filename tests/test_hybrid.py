@@ -1,0 +1,161 @@
+"""LinearResidualRegressor: a linear model plus MS-STCN on its residual."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, clone
+
+from sysid_msstcn import LinearResidualRegressor, MSSTCNRegressor
+from sysid_msstcn.baselines import ARXRegressor
+from sysid_msstcn.exceptions import ShapeError
+
+TINY = dict(
+    preset="sysid_small",
+    max_iter=2,
+    steps_per_epoch=3,
+    window=64,
+    batch_size=4,
+    random_state=0,
+    device="cpu",
+)
+
+
+def _system(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A stable second-order system with a cubic stiffness (Duffing-like)."""
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal((n, 1))
+    y = np.zeros(n)
+    for t in range(2, n):
+        y[t] = 1.5 * y[t - 1] - 0.7 * y[t - 2] + 0.3 * u[t - 1, 0] - 0.2 * y[t - 1] ** 3
+    return u, y
+
+
+class _Recorder(BaseEstimator):
+    """A residual model that records its training data and predicts zero."""
+
+    def __init__(self, warm_start: bool = False) -> None:
+        self.warm_start = warm_start
+
+    def fit(self, X, y):
+        self.fits_ = getattr(self, "fits_", 0) + 1
+        self.seen_ = (np.asarray(X), np.asarray(y))
+        return self
+
+    def predict(self, X, y_init=None):
+        out = np.zeros((len(X), self.seen_[1].shape[1]))
+        if y_init is not None:
+            out[: len(y_init)] = y_init
+        return out
+
+
+def test_residual_model_sees_the_linear_simulation_and_what_it_leaves():
+    u, y = _system()
+    model = LinearResidualRegressor(_Recorder(), ARXRegressor(na=2, nb=2, nk=1))
+    model.fit(u, y)
+    arx = ARXRegressor(na=2, nb=2, nk=1).fit(u, y)
+    y_lin = arx.predict(u, y_init=y[:2])
+    X_seen, r_seen = model.estimator_.seen_
+    np.testing.assert_array_equal(X_seen, np.column_stack([u, y_lin]))
+    np.testing.assert_array_equal(r_seen[:, 0], y - y_lin)
+    assert np.all(r_seen[:2] == 0)  # the warm-up is the measured output
+    # a zero residual gives back the linear simulation exactly, 1-D like y
+    pred = model.predict(u, y_init=y[:20])
+    assert pred.shape == y.shape
+    np.testing.assert_array_equal(pred[20:], arx.predict(u, y_init=y[:20])[20:])
+    np.testing.assert_array_equal(pred[:20], y[:20])
+
+
+def test_feed_linear_false_gives_the_residual_model_only_the_inputs():
+    u, y = _system()
+    model = LinearResidualRegressor(_Recorder(), feed_linear=False).fit(u, y)
+    np.testing.assert_array_equal(model.estimator_.seen_[0], u)
+    assert model.linear_.get_params()["na"] == 2  # the default linear model
+
+
+def test_prediction_is_the_sum_of_the_two_free_runs():
+    u, y = _system()
+    model = LinearResidualRegressor(MSSTCNRegressor(**TINY)).fit(u[:400], y[:400])
+    ut, yt = u[400:], y[400:]
+    n = 20
+    y_lin = model.linear_.predict(ut, y_init=yt[:n, None])[:, 0]  # fitted 2-D
+    np.testing.assert_array_equal(model.linear_simulation(ut, yt[:n]), y_lin)
+    r = model.estimator_.predict(
+        np.column_stack([ut, y_lin]), (yt[:n] - y_lin[:n])[:, None]
+    )[:, 0]
+    pred, std = model.predict(ut, y_init=yt[:n], return_std=True)
+    np.testing.assert_allclose(pred, y_lin + r, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(pred[:n], yt[:n])
+    assert std.shape == pred.shape and np.all(std[:n] == 0) and np.all(std[n:] > 0)
+    sims = model.simulate(ut, yt[:n], n_samples=3, random_state=1)
+    assert sims.shape == (3, len(ut), 1)
+    np.testing.assert_allclose(sims[:, :n, 0], np.tile(yt[:n], (3, 1)), atol=1e-12)
+    lo, hi = model.predict_interval(ut, yt[:n], n_samples=20, random_state=0)
+    assert lo.shape == hi.shape == pred.shape and np.all(lo[n:] <= hi[n:])
+    assert np.isfinite(model.score(ut, yt))
+
+
+def test_lists_of_experiments_and_pickling():
+    u, y = _system(seed=1)
+    us, ys = [u[:300], u[300:]], [y[:300], y[300:]]
+    model = LinearResidualRegressor(MSSTCNRegressor(**TINY)).fit(us, ys)
+    preds = model.predict(us, [v[:10] for v in ys])
+    assert isinstance(preds, list) and [p.shape for p in preds] == [(300,), (300,)]
+    again = pickle.loads(pickle.dumps(model))
+    for a, b in zip(preds, again.predict(us, [v[:10] for v in ys]), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_warm_start_continues_the_residual_model():
+    u, y = _system()
+    model = LinearResidualRegressor(MSSTCNRegressor(**TINY)).fit(u, y)
+    first = model.estimator_
+    epochs = first.n_iter_
+    model.set_params(estimator__warm_start=True, estimator__max_iter=1).fit(u, y)
+    assert model.estimator_ is first and first.n_iter_ == epochs + 1
+    # without warm start a new residual model is trained
+    model.set_params(estimator__warm_start=False).fit(u, y)
+    assert model.estimator_ is not first
+
+
+def test_clone_keeps_nested_parameters_and_fits_nothing():
+    model = LinearResidualRegressor(MSSTCNRegressor(max_iter=3), feed_linear=False)
+    twin = clone(model)
+    assert twin.get_params()["estimator__max_iter"] == 3
+    assert twin.feed_linear is False and not hasattr(twin, "estimator_")
+
+
+def test_bad_input_is_named():
+    u, y = _system()
+    with pytest.raises(TypeError, match="estimator must be an estimator"):
+        LinearResidualRegressor("nope").fit(u, y)
+    with pytest.raises(ValueError, match="feed_linear must be a bool"):
+        LinearResidualRegressor(_Recorder(), feed_linear="yes").fit(u, y)
+    with pytest.raises(ValueError, match="requires y"):
+        LinearResidualRegressor(_Recorder()).fit(u, None)
+    model = LinearResidualRegressor(_Recorder(), ARXRegressor(na=4, nb=2, nk=1)).fit(
+        u, y
+    )
+    with pytest.raises(ShapeError, match="at least 4"):
+        model.predict(u, y_init=y[:3])
+    with pytest.raises(ValueError, match="channel"):
+        model.predict(np.hstack([u, u]), y_init=y[:5])
+    bad = y.copy()
+    bad[5] = np.nan
+    with pytest.raises(ValueError, match="NaN|finite"):
+        LinearResidualRegressor(_Recorder()).fit(u, bad)
+
+
+@pytest.mark.slow
+def test_residual_model_improves_on_the_linear_model():
+    u, y = _system(n=3000)
+    ut, yt = u[2000:], y[2000:]
+    u, y = u[:2000], y[:2000]
+    est = MSSTCNRegressor(
+        preset="sysid_small", max_iter=15, random_state=0, device="cpu"
+    )
+    model = LinearResidualRegressor(est, ARXRegressor(na=2, nb=2, nk=1)).fit(u, y)
+    arx_r2 = model.linear_.score(ut, yt)
+    assert model.score(ut, yt) > arx_r2
