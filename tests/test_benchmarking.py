@@ -77,11 +77,56 @@ def test_linear_residual_budget_runs_ms_stcn_on_the_arx_residual(
     assert config["resolved"]["n_inputs"] == 2  # u and the ARX simulation
 
 
-def test_linear_residual_must_be_a_bool():
+def test_linear_residual_takes_true_false_or_both():
     from sysid_msstcn.benchmarking import default_models
 
-    with pytest.raises(ValueError, match="linear_residual must be a bool"):
+    with pytest.raises(ValueError, match="linear_residual must be True, False or"):
         default_models("ced", {"linear_residual": "yes"})
+    both = default_models("ced", {"linear_residual": "both"}, baselines=False)
+    assert list(both) == ["MS-STCN", "MS-STCN + ARX"]
+
+
+def test_both_variants_record_the_validation_choice(benchmark_data):
+    budget = {**BUDGETS["tiny"], "linear_residual": "both"}
+    res = run_benchmark(
+        "ced",
+        budget=budget,
+        data_dir=benchmark_data,
+        device="cpu",
+        n_samples=0,
+        baselines=False,
+    )
+    scores = {}
+    for r in res["results"]:
+        assert r["validation_rmse"] > 0 and len(r["stage_seconds"]) == 2
+        scores.setdefault(r["model"], set()).add(r["validation_rmse"])
+    assert set(scores) == {"MS-STCN", "MS-STCN + ARX"}
+    assert all(len(v) == 1 for v in scores.values())  # one score per model
+    assert res["validation_choice"] == min(scores, key=lambda m: min(scores[m]))
+
+
+def test_validation_rmse_is_the_kept_epochs_free_run_error_on_the_tail():
+    from sysid_msstcn.benchmarking import validation_rmse
+    from sysid_msstcn.estimator import MSSTCNRegressor
+
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((500, 1))
+    y = 3.0 + 2.0 * np.convolve(u[:, 0], [0.5, 0.3, 0.1], mode="full")[:500]
+    est = MSSTCNRegressor(
+        preset="sysid_small",
+        max_iter=2,
+        steps_per_epoch=3,
+        window=64,
+        batch_size=4,
+        random_state=0,
+        device="cpu",
+    ).fit(u, y)
+    _, [(_, a, b)] = est._split([len(y)])
+    D = est.network_config_.total_stride
+    s0 = max(0, a - -(-(est.receptive_field_ + D) // D) * D)  # the same warm-up
+    sim = est.predict(u[s0:b], y_init=y[s0:a])
+    expected = np.sqrt(np.mean((sim[a - s0 :] - y[a:b]) ** 2))
+    assert validation_rmse(est) == pytest.approx(expected, rel=1e-5)
 
 
 def test_published_and_targets_use_adapter_test_names():
