@@ -57,7 +57,10 @@ _MODELS = {
     "narx": "polynomial NARX",
     "mlp": "MLP NARX",
     "msstcn": "MS-STCN",
+    "msstcn+arx": "MS-STCN + ARX",  # LinearResidualRegressor on the ARX
 }
+_DEFAULT_MODELS = ("arx", "narx", "mlp", "msstcn")
+_NETWORKS = ("msstcn", "msstcn+arx")  # the models with a Monte Carlo band
 _SPEECH_PRESETS = {200: "blizzard_fw200", 25: "blizzard_fw25", 2: "blizzard_fw2"}
 
 
@@ -535,6 +538,11 @@ def _compare(data: Data, models, est_params: dict, args, *, budget: float = 1.0)
     for key in models:
         if key == "msstcn":
             model = _make_estimator(est_params)
+        elif key == "msstcn+arx":
+            from .hybrid import LinearResidualRegressor
+
+            arx = _baseline("arx", data, budget, args.seed)
+            model = LinearResidualRegressor(_make_estimator(est_params), arx)
         else:
             model = _baseline(key, data, budget, args.seed)
         _say(f"fitting {_MODELS[key]} ...", args.quiet)
@@ -544,7 +552,7 @@ def _compare(data: Data, models, est_params: dict, args, *, budget: float = 1.0)
             warnings.simplefilter("ignore", SklearnConvergence)
             model.fit(*_fit_args(data))
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        n_mc = args.mc_samples if key == "msstcn" else 0
+        n_mc = args.mc_samples if key in _NETWORKS else 0
         r, p = evaluate_io(
             model, data.test, n_samples=n_mc, seed=args.seed, label=_MODELS[key]
         )
@@ -1064,8 +1072,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(cmd_benchmark, "fit MS-STCN and the baselines on DATA", with_est, data=True)
     p.add_argument(
         "--models",
-        default=",".join(_MODELS),
-        help="comma-separated subset of %(default)s",
+        default=",".join(_DEFAULT_MODELS),
+        help=f"comma-separated, from {', '.join(_MODELS)} (msstcn+arx: MS-STCN "
+        "on the residual of the ARX); default %(default)s",
     )
     p.add_argument("--mc-samples", type=int, default=20, help=_MC_HELP)
     p.add_argument("--output", help=_OUTPUT_HELP)

@@ -158,6 +158,17 @@ def test_benchmark_on_synthetic(tmp_path, capsys):
     assert (tmp_path / "plots" / "learning_curves.png").is_file()
 
 
+def test_benchmark_msstcn_on_the_arx_residual(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["benchmark", *SYNTH, "--models", "arx,msstcn+arx", *TINY]
+    status, stdout, _ = run([*argv, "--output", out, "--mc-samples", "3"], capsys)
+    assert status == 0 and "MS-STCN + ARX" in stdout
+    rows = json.loads(out.read_text())["results"]
+    assert [r["model"] for r in rows] == ["ARX", "MS-STCN + ARX"]
+    assert 0 <= rows[1]["coverage_90"] <= 1  # its Monte Carlo band
+    assert "coverage_90" not in rows[0]
+
+
 def _record_files(tmp_path):
     train, _ = make_wiener_hammerstein(500, random_state=4)
     rec = train[0]
