@@ -17,6 +17,7 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 DOCUMENTED = [
     "sysid_msstcn.baselines",
     "sysid_msstcn.benchmarking",
+    "sysid_msstcn.hybrid",
     "sysid_msstcn.data",
     "sysid_msstcn.metrics",
     "sysid_msstcn.plotting",
