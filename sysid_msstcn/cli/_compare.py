@@ -1,0 +1,189 @@
+"""Fitting and evaluating models on records; their plots."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ._common import _MODELS, _NETWORKS, UsageError, _say
+from ._data import Data, _fit_args, _io
+from ._params import _make_estimator
+
+
+# --------------------------------------------------------------------------
+# Models and their evaluation on input/output records
+# --------------------------------------------------------------------------
+def evaluate_io(model, records, *, n_samples: int = 0, seed: int = 0, label: str = ""):
+    """Simulate each record from u and y[:n_init]; return rows and predictions.
+
+    The warm-up is the record's ``n_init`` (the benchmark protocol), or the
+    model's own ``n_init_`` for records without one. With ``n_samples`` > 0
+    a model with ``simulate`` also gets a 90% Monte Carlo interval, its
+    coverage and the ensemble CRPS.
+    """
+    from .. import metrics
+
+    rows, preds = [], []
+    for rec in records:
+        u, y, n0 = _io(rec)
+        n0 = n0 or int(getattr(model, "n_init_", 0))
+        if n0 >= y.shape[0] - 1:
+            raise UsageError(
+                f"record {rec.attrs.get('name', '')!r} ({y.shape[0]} samples) is "
+                f"not longer than its warm-up ({n0} samples)"
+            )
+        t0 = time.perf_counter()
+        p = np.asarray(model.predict(u, y_init=y[:n0])).reshape(y.shape)
+        scale = float(rec.attrs.get("report_scale", 1.0))
+        row = {
+            "model": label,
+            "test_set": rec.attrs.get("name", ""),
+            "n_init": n0,
+            "rmse": scale * float(np.mean(metrics.rmse(y, p, n_init=n0))),
+            "units": rec.attrs.get("report_units", ""),
+            "nrmse": float(np.mean(metrics.nrmse(y, p, n_init=n0))),
+            "fit_percent": float(np.mean(metrics.fit_index(y, p, n_init=n0))),
+            "r2": float(np.mean(metrics.r2(y, p, n_init=n0))),
+            "simulate_seconds": time.perf_counter() - t0,
+        }
+        band = None
+        if n_samples and hasattr(model, "simulate"):
+            sims = model.simulate(u, y[:n0], n_samples=n_samples, random_state=seed)
+            sims = np.asarray(sims).reshape((n_samples, *y.shape))
+            band = tuple(np.quantile(sims, [0.05, 0.95], axis=0))
+            cover = metrics.interval_coverage(y, *band, n_init=n0)
+            row["coverage_90"] = float(np.mean(cover))
+            crps = metrics.crps_ensemble(y, sims, n_init=n0)
+            row["crps"] = scale * float(np.mean(crps))
+        rows.append(row)
+        preds.append((p, band))
+    return rows, preds
+
+
+def _baseline(name: str, data: Data, budget: float, seed: int):
+    """One baseline, with the benchmark suite's orders for named benchmarks.
+
+    Other data get the demo's orders (chosen for the simulated system).
+    """
+    from ..baselines import ARXRegressor, MLPNARXRegressor, PolynomialNARXRegressor
+    from ..data import BENCHMARKS
+
+    if data.name in BENCHMARKS:
+        from ..benchmarking import default_models
+
+        models = default_models(data.name, "tiny", random_state=seed, device="cpu")
+        return models[_MODELS[name]]
+    if name == "arx":
+        return ARXRegressor(na=8, nb=8)
+    if name == "narx":
+        return PolynomialNARXRegressor(degree=3, ylag=4, xlag=4)
+    iters = max(20, int(300 * min(budget, 1.0)))
+    return MLPNARXRegressor((32,), na=6, nb=6, max_iter=iters, random_state=seed)
+
+
+def _parse_models(text: str) -> list[str]:
+    models = [m.strip().lower() for m in text.split(",") if m.strip()]
+    bad = [m for m in models if m not in _MODELS]
+    if bad or not models:
+        raise UsageError(
+            f"unknown model(s) {', '.join(bad) or '(none)'}; "
+            f"choose from {', '.join(_MODELS)}"
+        )
+    return models
+
+
+def _compare(data: Data, models, est_params: dict, args, *, budget: float = 1.0):
+    """Fit each model on the training records and simulate the test records."""
+    from sklearn.exceptions import ConvergenceWarning as SklearnConvergence
+
+    from ..exceptions import ConvergenceWarning
+
+    rows, fitted, preds = [], {}, {}
+    for key in models:
+        if key == "msstcn":
+            model = _make_estimator(est_params)
+        elif key == "msstcn+arx":
+            from ..hybrid import LinearResidualRegressor
+
+            arx = _baseline("arx", data, budget, args.seed)
+            model = LinearResidualRegressor(_make_estimator(est_params), arx)
+        else:
+            model = _baseline(key, data, budget, args.seed)
+        _say(f"fitting {_MODELS[key]} ...", args.quiet)
+        t0, c0 = time.perf_counter(), time.process_time()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", SklearnConvergence)
+            model.fit(*_fit_args(data))
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        n_mc = args.mc_samples if key in _NETWORKS else 0
+        r, p = evaluate_io(
+            model, data.test, n_samples=n_mc, seed=args.seed, label=_MODELS[key]
+        )
+        rows += [{**row, "fit_seconds": seconds, "fit_cpu_seconds": cpu} for row in r]
+        fitted[key], preds[key] = model, p
+    return rows, fitted, preds
+
+
+def _plot_records(records, preds: dict, folder: Path, history=None) -> list[str]:
+    """Simulation and error figures per record (and learning curves)."""
+    from .. import plotting
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i, rec in enumerate(records):
+        _, y, _ = _io(rec)
+        sims = {name: p[i][0] for name, p in preds.items()}
+        main_name = "MS-STCN" if "MS-STCN" in preds else next(iter(preds))
+        _, band, n0 = preds[main_name][i]
+        lo, hi = band if band is not None else (None, None)
+        ts = float(rec.attrs.get("sampling_time", 1.0))
+        suffix = "" if len(records) == 1 else f"_{i}"
+        first = {main_name: sims[main_name]}
+        figs = {
+            f"simulation{suffix}.png": plotting.plot_simulation(
+                y,
+                first,
+                lower=lo,
+                upper=hi,
+                n_init=n0,
+                sampling_time=ts,
+                title=f"{rec.attrs.get('name', '')}: measured vs simulated",
+            ),
+            f"error{suffix}.png": plotting.plot_error(
+                y,
+                sims,
+                n_init=n0,
+                sampling_time=ts,
+                title="Simulation error and its spectrum",
+            ),
+        }
+        if len(sims) > 1:
+            figs[f"comparison{suffix}.png"] = plotting.plot_simulation(
+                y,
+                sims,
+                n_init=n0,
+                sampling_time=ts,
+                max_points=400,
+                title="All models (first 400 samples)",
+            )
+        for name, fig in figs.items():
+            plotting.save_figure(fig, folder / name)
+            names.append(name)
+    if history:
+        fig = plotting.plot_learning_curves(history, title="MS-STCN training")
+        plotting.save_figure(fig, folder / "learning_curves.png")
+        names.append("learning_curves.png")
+    return names
+
+
+def _by_label(preds: dict, rows: list[dict]) -> dict:
+    """Predictions keyed by display name: (prediction, band, warm-up) per record."""
+    out = {}
+    for key, entries in preds.items():
+        n0 = [r["n_init"] for r in rows if r["model"] == _MODELS[key]]
+        out[_MODELS[key]] = [(p, b, n) for (p, b), n in zip(entries, n0, strict=True)]
+    return out
