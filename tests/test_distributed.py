@@ -21,8 +21,6 @@ from sysid_msstcn.config import NetworkConfig, TrainConfig
 from sysid_msstcn.distributed import (
     DistributedInfo,
     TrainStep,
-    _EpochSampler,
-    _mix_seed,
     collate_batch,
     fit_distributed,
     float32_heads,
@@ -31,6 +29,7 @@ from sysid_msstcn.distributed import (
     save_checkpoint,
     synthetic_dataset,
 )
+from sysid_msstcn.distributed._data import _EpochSampler, _mix_seed
 from sysid_msstcn.model import MSSTCN
 from sysid_msstcn.training import Batch, Trainer, load_checkpoint
 
