@@ -261,6 +261,10 @@ ROLLOUT_VARIANTS = {
     # more one-step training at a third of the learning rate (less noise
     # between epochs in the validation score that picks the kept weights)
     "one_step_lr3e-4": {"learning_rate": 3e-4},
+    # more one-step training, validating and keeping averaged weights
+    # (exponential moving average over about 100 / 200 steps)
+    "one_step_ema0.99": {"ema_decay": 0.99},
+    "one_step_ema0.995": {"ema_decay": 0.995},
     "mse_full_16": {"rollout_steps": 16},
     "nll_full_16": {"rollout_steps": 16, "rollout_loss": "nll"},
 }

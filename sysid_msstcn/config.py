@@ -291,6 +291,10 @@ class TrainConfig:
         Differentiate through all k passes, or only through the last pass
         with the fed-back outputs as constants (see
         :func:`sysid_msstcn.rollout.rollout`).
+    ema_decay : float, default=0.0
+        Keep an exponential moving average of the weights, updated after
+        every optimiser step with this decay (0: no averaging); see
+        :meth:`sysid_msstcn.training.Trainer.averaged`.
     """
 
     learning_rate: float = 5e-4
@@ -306,6 +310,7 @@ class TrainConfig:
     rollout_weight: float = 1.0
     rollout_loss: str = "mse"
     rollout_gradient: str = "full"
+    ema_decay: float = 0.0
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -325,6 +330,8 @@ class TrainConfig:
             raise ValueError(f"input_noise must be >= 0, got {self.input_noise}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if (
             isinstance(self.rollout_steps, bool)
             or not isinstance(self.rollout_steps, int)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import TrainConfig
 from .model import MSSTCN
@@ -176,6 +177,10 @@ class Trainer:
         Steps skipped because the loss or the gradients were not finite.
     lr_scale : float
         Extra learning-rate factor, lowered after divergences.
+    average : torch.optim.swa_utils.AveragedModel or None
+        The exponential moving average of the weights when
+        ``config.ema_decay`` > 0 (updated after every step taken, starting
+        from the weights of the first one); see :meth:`averaged`.
     """
 
     def __init__(
@@ -195,6 +200,13 @@ class Trainer:
         self.consecutive_bad = 0
         self.lr_scale = 1.0
         self.loss_hook = None  # test seam: callable(loss, iteration) -> loss
+        self.average = None
+        if config.ema_decay > 0:
+            self.average = AveragedModel(
+                model,
+                multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                use_buffers=True,
+            )
         self.rank, self.world_size = 0, 1
         self._forward = model  # what the training step calls
         self._comm_device = device  # where flags and sums are all-reduced
@@ -310,6 +322,8 @@ class Trainer:
             self.optimizer.step()
             self.iteration += 1
             self.consecutive_bad = 0
+            if self.average is not None:
+                self.average.update_parameters(self.model)
         row = self._step_terms(loss, terms)
         row.update(
             skipped=skipped,
@@ -417,13 +431,35 @@ class Trainer:
         return res
 
     # -------------------------------------------------------------- state
+    @contextlib.contextmanager
+    def averaged(self):
+        """Run a block with the averaged weights in the model.
+
+        Without weight averaging (or before the first step) the block sees
+        the weights as they are. The training weights are put back when the
+        block ends, so evaluating or taking a :meth:`snapshot` inside it
+        does not disturb training.
+        """
+        if self.average is None or int(self.average.n_averaged) == 0:
+            yield
+            return
+        live = copy.deepcopy(self.model.state_dict())
+        self.model.load_state_dict(self.average.module.state_dict())
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(live)
+
     def snapshot(self) -> dict:
         """Copy of the model and optimiser state (kept in memory)."""
-        return {
+        snap = {
             "model": copy.deepcopy(self.model.state_dict()),
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "iteration": self.iteration,
         }
+        if self.average is not None:
+            snap["average"] = copy.deepcopy(self.average.state_dict())
+        return snap
 
     def restore(self, snap: dict) -> None:
         """Restore a :meth:`snapshot`."""
@@ -431,6 +467,8 @@ class Trainer:
         self.optimizer.load_state_dict(snap["optimizer"])
         self.iteration = snap["iteration"]
         self.consecutive_bad = 0
+        if self.average is not None and "average" in snap:
+            self.average.load_state_dict(snap["average"])
 
     def state_dict(self) -> dict:
         """Everything needed to resume: weights, optimiser, counters, RNG."""

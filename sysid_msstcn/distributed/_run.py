@@ -527,5 +527,10 @@ def fit_distributed(
     >>> res.trainer.iteration
     2
     """
+    if train_config.ema_decay:
+        raise ValueError(
+            "ema_decay is not supported by fit_distributed (its checkpoints hold "
+            "no averaged weights); MSSTCNRegressor(ema_decay=...) averages"
+        )
     run = TrainingRun(network, train_config, train_dataset, valid_dataset, **options)
     return run.run()
