@@ -23,13 +23,12 @@ from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from . import _persistence
+from ._estimator_params import DEFAULTS, PARAM_CHECKS, is_int, is_real
 from ._inputs import empty_columns, feature_names, holds_outputs, ndim, x_items
 from ._progress import epoch_row, progress
 from ._utils import check_random_state_seed, resolve_device
 from ._windows import ChannelScaler, sample_windows, split_tails
 from .config import (
-    ROLLOUT_GRADIENTS,
-    ROLLOUT_LOSSES,
     NetworkConfig,
     TrainConfig,
 )
@@ -44,104 +43,9 @@ from .training import Batch, Trainer, make_batch
 
 __all__ = ["MSSTCNRegressor"]
 
-_DEFAULTS = {
-    "channels": (32, 32, 32, 32),
-    "latent_dims": (4, 4, 4, 4),
-    "strides": (1, 2, 2, 2),
-    "dilations": ((1, 2, 4, 8), (1, 2, 4), (1, 2, 4), (1, 2, 4, 8)),
-    "likelihood": "gaussian",
-    "n_components": 1,
-    "resampling": "learned",
-    "batch_size": 32,
-    "window": None,
-    "learning_rate": 1e-3,
-    "free_bits": 0.5,
-}
 _MAX_ROLLBACKS = 5
 # set by torchrun for every worker; together they describe the process group
 _TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, bool
-    )
-
-
-# estimator-level parameters: name -> (predicate, description for the error)
-_PARAM_CHECKS = {
-    "max_iter": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-    "validation_fraction": (
-        lambda v: _is_real(v) and 0 <= v < 1,
-        "a float in [0, 1)",
-    ),
-    "n_iter_no_change": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "max_time": (
-        lambda v: v is None or (_is_real(v) and 0 < v < math.inf),
-        "None or a finite number of seconds > 0",
-    ),
-    "tol": (lambda v: _is_real(v) and v >= 0, "a float >= 0"),
-    "n_init": (lambda v: v is None or (_is_int(v) and v >= 0), "None or an int >= 0"),
-    "steps_per_epoch": (
-        lambda v: v is None or (_is_int(v) and v >= 1),
-        "None or an int >= 1",
-    ),
-    "input_noise": (
-        lambda v: (
-            (isinstance(v, str) and v == "auto") or (_is_real(v) and 0 <= v < math.inf)
-        ),
-        "'auto' or a finite float >= 0",
-    ),
-    "rollout_steps": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-    "rollout_weight": (
-        lambda v: _is_real(v) and 0 <= v < math.inf,
-        "a finite float >= 0",
-    ),
-    "rollout_loss": (
-        lambda v: isinstance(v, str) and v in ROLLOUT_LOSSES,
-        f"one of {ROLLOUT_LOSSES}",
-    ),
-    "rollout_gradient": (
-        lambda v: isinstance(v, str) and v in ROLLOUT_GRADIENTS,
-        f"one of {ROLLOUT_GRADIENTS}",
-    ),
-    "learning_rate": (
-        lambda v: v is None or (_is_real(v) and 0 < v <= 1e6),
-        "None or a float in (0, 1e6]",
-    ),
-    "free_bits": (
-        lambda v: v is None or (_is_real(v) and 0 <= v < math.inf),
-        "None or a finite float >= 0",
-    ),
-    "lr_decay": (lambda v: _is_real(v) and 0 < v <= 1, "a float in (0, 1]"),
-    "lr_decay_steps": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "free_bits_half_life": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "grad_clip": (
-        lambda v: v is None or (_is_real(v) and 0 < v < math.inf),
-        "None or a finite float > 0",
-    ),
-    "ema_decay": (lambda v: _is_real(v) and 0 <= v < 1, "a float in [0, 1)"),
-    "use_latents": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
-    "mixed_precision": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
-    "early_stopping_metric": (
-        lambda v: v in ("auto", "elbo", "simulation"),
-        "'auto', 'elbo' or 'simulation'",
-    ),
-    "early_stopping": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
-    "normalize": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
-    "warm_start": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
-    "verbose": (lambda v: isinstance(v, (int, bool, np.integer)), "an int or bool"),
-    "distributed": (
-        lambda v: (
-            isinstance(v, (bool, np.bool_)) or (isinstance(v, str) and v == "auto")
-        ),
-        "'auto', True or False",
-    ),
-}
 
 
 class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
@@ -465,12 +369,12 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     def _resolved(self) -> dict:
         """Architecture and training values after preset and defaults."""
-        out = dict(_DEFAULTS)
+        out = dict(DEFAULTS)
         if self.preset is not None:
             if not isinstance(self.preset, str):
                 raise ValueError(f"preset must be a name, got {self.preset!r}")
             out.update(get_preset(self.preset)["params"])
-        for key in _DEFAULTS:
+        for key in DEFAULTS:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -480,12 +384,12 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         """Check the estimator-level parameters (the configs check the rest)."""
-        for name, (ok, what) in _PARAM_CHECKS.items():
+        for name, (ok, what) in PARAM_CHECKS.items():
             value = getattr(self, name)
             if not ok(value):
                 raise ValueError(f"{name} must be {what}, got {value!r}")
         window = self._resolved()["window"]
-        if window is not None and not (_is_int(window) and window >= 2):
+        if window is not None and not (is_int(window) and window >= 2):
             raise ValueError(f"window must be an int >= 2 or None, got {window!r}")
 
     def _build_configs(
@@ -1263,7 +1167,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             list of such arrays when ``X`` is a list. The warm-up rows hold
             ``y_init`` in every sample.
         """
-        if not _is_int(n_samples) or n_samples < 1:
+        if not is_int(n_samples) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
         us, lengths, inits, is_list = self._predict_data(X, y_init)
         gen = self._generator(random_state)
@@ -1306,7 +1210,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         -------
         lower, upper : ndarray of the shape of :meth:`predict`'s output
         """
-        if not _is_real(coverage) or not 0 < coverage < 1:
+        if not is_real(coverage) or not 0 < coverage < 1:
             raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
         a = (1 - coverage) / 2
         q = self.predict_quantiles(
@@ -1375,7 +1279,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             without ``y_init``).
         """
         data = self._eval_data(X, y)
-        if not _is_int(steps) or steps < 1:
+        if not is_int(steps) or steps < 1:
             raise ValueError(f"steps must be a positive int, got {steps!r}")
         out = []
         for u, yy in zip(data.u, data.y, strict=True):
@@ -1544,7 +1448,7 @@ class MSSTCNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         for name, v in (("n_sequences", n_sequences), ("length", length)):
-            if not _is_int(v) or v < 1:
+            if not is_int(v) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         u = None
         if self.n_features_in_:
