@@ -471,18 +471,16 @@ def run_benchmark(
             n_samples=n_samples if is_msstcn else 0,
             random_state=random_state,
         )
+        val = validation_rmse(net) if is_msstcn else None
+        if val is not None:  # in the benchmark's reporting units
+            val *= float(test[0].attrs.get("report_scale", 1.0))
         for row in rows:
             row.update(model=label, train_seconds=seconds)
             if is_msstcn:
                 row["epochs"] = net.n_iter_
                 row["best_epoch"] = net.best_epoch_
                 row["stage_seconds"] = stages
-                val = validation_rmse(net)
-                row["validation_rmse"] = (
-                    None
-                    if val is None
-                    else val * float(test[0].attrs.get("report_scale", 1.0))
-                )
+                row["validation_rmse"] = val
             results.append(row)
         if is_msstcn:
             if finetune:

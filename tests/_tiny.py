@@ -38,6 +38,17 @@ TINY_FAST = {
     "window": 16,
     "random_state": 0,
 }
+# the small system-identification preset, a few steps on the CPU, seeded:
+# the hybrid, weight-averaging and validation-score tests
+TINY_SYSID = {
+    "preset": "sysid_small",
+    "max_iter": 2,
+    "steps_per_epoch": 3,
+    "window": 64,
+    "batch_size": 4,
+    "random_state": 0,
+    "device": "cpu",
+}
 # the tiny network as command-line options of `sysid-msstcn fit`
 TINY_CLI_NETWORK = [
     "--channels",
@@ -150,3 +161,17 @@ def stable_system(
     for t in range(1, n):
         y[t] = pole * y[t - 1] + 0.5 * np.tanh(u[t - 1, 0]) + 0.01 * rng.normal()
     return u, y
+
+
+def tail_free_run_rmse(est, u: np.ndarray, y: np.ndarray) -> float:
+    """Free-run RMSE on the estimator's validation tail, through ``predict``.
+
+    The same warm-up as the estimator's own validation score (whole
+    strides covering the receptive field before the tail), so the two must
+    agree for a fitted single-record estimator.
+    """
+    _, [(_, a, b)] = est._split([len(y)])
+    D = est.network_config_.total_stride
+    s0 = max(0, a - -(-(est.receptive_field_ + D) // D) * D)
+    sim = est.predict(u[s0:b], y_init=y[s0:a])
+    return float(np.sqrt(np.mean((sim[a - s0 :] - y[a:b]) ** 2)))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _tiny import TINY_SYSID, tail_free_run_rmse
 
 from sysid_msstcn.baselines import deepsi_available
 from sysid_msstcn.benchmarking import BUDGETS, PUBLISHED, TARGETS, run_benchmark
@@ -112,20 +113,8 @@ def test_validation_rmse_is_the_kept_epochs_free_run_error_on_the_tail():
     rng = np.random.default_rng(0)
     u = rng.standard_normal((500, 1))
     y = 3.0 + 2.0 * np.convolve(u[:, 0], [0.5, 0.3, 0.1], mode="full")[:500]
-    est = MSSTCNRegressor(
-        preset="sysid_small",
-        max_iter=2,
-        steps_per_epoch=3,
-        window=64,
-        batch_size=4,
-        random_state=0,
-        device="cpu",
-    ).fit(u, y)
-    _, [(_, a, b)] = est._split([len(y)])
-    D = est.network_config_.total_stride
-    s0 = max(0, a - -(-(est.receptive_field_ + D) // D) * D)  # the same warm-up
-    sim = est.predict(u[s0:b], y_init=y[s0:a])
-    expected = np.sqrt(np.mean((sim[a - s0 :] - y[a:b]) ** 2))
+    est = MSSTCNRegressor(**TINY_SYSID).fit(u, y)
+    expected = tail_free_run_rmse(est, u, y)
     assert validation_rmse(est) == pytest.approx(expected, rel=1e-5)
 
 

@@ -6,21 +6,12 @@ import pickle
 
 import numpy as np
 import pytest
+from _tiny import TINY_SYSID
 from sklearn.base import BaseEstimator, clone
 
 from sysid_msstcn import LinearResidualRegressor, MSSTCNRegressor
 from sysid_msstcn.baselines import ARXRegressor
 from sysid_msstcn.exceptions import ShapeError
-
-TINY = dict(
-    preset="sysid_small",
-    max_iter=2,
-    steps_per_epoch=3,
-    window=64,
-    batch_size=4,
-    random_state=0,
-    device="cpu",
-)
 
 
 def _system(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +68,7 @@ def test_feed_linear_false_gives_the_residual_model_only_the_inputs():
 
 def test_prediction_is_the_sum_of_the_two_free_runs():
     u, y = _system()
-    model = LinearResidualRegressor(MSSTCNRegressor(**TINY)).fit(u[:400], y[:400])
+    model = LinearResidualRegressor(MSSTCNRegressor(**TINY_SYSID)).fit(u[:400], y[:400])
     ut, yt = u[400:], y[400:]
     n = 20
     y_lin = model.linear_.predict(ut, y_init=yt[:n, None])[:, 0]  # fitted 2-D
@@ -100,7 +91,7 @@ def test_prediction_is_the_sum_of_the_two_free_runs():
 def test_lists_of_experiments_and_pickling():
     u, y = _system(seed=1)
     us, ys = [u[:300], u[300:]], [y[:300], y[300:]]
-    model = LinearResidualRegressor(MSSTCNRegressor(**TINY)).fit(us, ys)
+    model = LinearResidualRegressor(MSSTCNRegressor(**TINY_SYSID)).fit(us, ys)
     preds = model.predict(us, [v[:10] for v in ys])
     assert isinstance(preds, list) and [p.shape for p in preds] == [(300,), (300,)]
     again = pickle.loads(pickle.dumps(model))
@@ -110,7 +101,7 @@ def test_lists_of_experiments_and_pickling():
 
 def test_warm_start_continues_the_residual_model():
     u, y = _system()
-    model = LinearResidualRegressor(MSSTCNRegressor(**TINY)).fit(u, y)
+    model = LinearResidualRegressor(MSSTCNRegressor(**TINY_SYSID)).fit(u, y)
     first = model.estimator_
     epochs = first.n_iter_
     model.set_params(estimator__warm_start=True, estimator__max_iter=1).fit(u, y)

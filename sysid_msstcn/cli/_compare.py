@@ -13,9 +13,6 @@ from ._data import Data, _fit_args, _io
 from ._params import _make_estimator
 
 
-# --------------------------------------------------------------------------
-# Models and their evaluation on input/output records
-# --------------------------------------------------------------------------
 def evaluate_io(model, records, *, n_samples: int = 0, seed: int = 0, label: str = ""):
     """Simulate each record from u and y[:n_init]; return rows and predictions.
 

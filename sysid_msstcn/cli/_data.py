@@ -12,9 +12,6 @@ import numpy as np
 from ._common import UsageError
 
 
-# --------------------------------------------------------------------------
-# Data: names, folders and files
-# --------------------------------------------------------------------------
 @dataclass
 class Data:
     """Train and test records of one data source."""

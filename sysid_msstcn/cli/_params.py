@@ -11,9 +11,6 @@ from typing import Any
 from ._common import _NOT_FLAGS, UsageError
 
 
-# --------------------------------------------------------------------------
-# Estimator parameters: generated flags and --config
-# --------------------------------------------------------------------------
 def _estimator_defaults() -> dict[str, Any]:
     from ..estimator import MSSTCNRegressor
 

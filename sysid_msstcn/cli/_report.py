@@ -9,9 +9,6 @@ from .._utils import jsonable
 from ._common import UsageError
 
 
-# --------------------------------------------------------------------------
-# Output files and tables
-# --------------------------------------------------------------------------
 def write_rows(rows: list[dict], path: str | Path, meta: dict | None = None) -> Path:
     """Write result rows as JSON (with ``meta``), CSV or netCDF by the suffix.
 

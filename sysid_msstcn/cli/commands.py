@@ -19,9 +19,6 @@ from ._params import _estimator_params, _make_estimator
 from ._report import _ELBO_COLUMNS, _IO_COLUMNS, _table, write_rows
 
 
-# --------------------------------------------------------------------------
-# Subcommands
-# --------------------------------------------------------------------------
 def demo_sizes(budget: float) -> dict[str, int]:
     """Data and training sizes of the demo for a ``--budget`` factor."""
     if not budget > 0:

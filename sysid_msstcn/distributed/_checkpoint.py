@@ -14,7 +14,6 @@ from ..training import atomic_torch_save, load_checkpoint
 from ._common import _CKPT_RE
 
 
-# ------------------------------------------------------------ checkpoints
 def save_checkpoint(
     state: dict, directory: str | os.PathLike, step: int, keep: int = 2
 ) -> Path:

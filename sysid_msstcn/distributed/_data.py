@@ -16,7 +16,6 @@ from ..model import MSSTCN
 from ._process import DistributedInfo
 
 
-# ------------------------------------------------------------------- data
 def synthetic_dataset(
     config: NetworkConfig, n_sequences: int, length: int, seed: int = 0
 ) -> list:

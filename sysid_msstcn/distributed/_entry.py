@@ -19,7 +19,6 @@ from ._process import is_main_process
 from ._run import fit_distributed
 
 
-# ------------------------------------------------------------ entry point
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sysid_msstcn.distributed",

@@ -11,7 +11,6 @@ import torch.distributed as dist
 from .._utils import resolve_device
 
 
-# --------------------------------------------------------------- processes
 @dataclass(frozen=True)
 class DistributedInfo:
     """Where this process stands in a (possibly single-process) run.

@@ -32,7 +32,6 @@ from ._process import init_distributed
 from ._step import TrainStep, float32_heads
 
 
-# -------------------------------------------------------------------- run
 @dataclass
 class TrainingResult:
     """What :func:`fit_distributed` returns.
