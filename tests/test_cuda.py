@@ -156,7 +156,12 @@ def test_rollout_on_cuda_equals_cpu(gradient):
             model, y.to(dev), u.to(dev), lengths.to(dev), 12, "nll", gradient
         )
         loss.sum().backward()
-        grads = [p.grad.cpu() for p in model.parameters() if p.grad is not None]
+        # a copy: model.to() below moves the CPU run's gradient tensors too
+        grads = [
+            p.grad.to("cpu", copy=True)
+            for p in model.parameters()
+            if p.grad is not None
+        ]
         results.append((loss.detach().cpu(), grads))
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-9, atol=1e-9)
     for a, b in zip(results[1][1], results[0][1], strict=True):
@@ -184,3 +189,63 @@ def test_estimator_fitted_on_cuda_predicts_and_pickles(mixed_precision):
     assert pred.shape == (400,) and np.isfinite(pred).all()
     again = pickle.loads(pickle.dumps(est))
     np.testing.assert_allclose(again.predict(u, y_init=y[:10]), pred, rtol=1e-5)
+
+
+def _duffing(n: int = 600) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((n, 1))
+    y = np.zeros(n)
+    for t in range(2, n):
+        y[t] = 1.5 * y[t - 1] - 0.7 * y[t - 2] + 0.3 * u[t - 1, 0] - 0.2 * y[t - 1] ** 3
+    return u, y
+
+
+def test_weight_averaging_on_cuda_keeps_the_validated_weights():
+    """ema_decay on CUDA: the averaged weights live on the GPU and are the
+    ones whose validation free run was recorded."""
+    from _tiny import TINY_SYSID, tail_free_run_rmse
+
+    from sysid_msstcn.benchmarking import validation_rmse
+
+    u, y = _duffing()
+    params = {**TINY_SYSID, "max_iter": 3, "steps_per_epoch": 4, "device": "cuda"}
+    est = MSSTCNRegressor(**params, ema_decay=0.9).fit(u, y)
+    assert est.device_.type == "cuda"
+    assert all(p.is_cuda for p in est.model_.parameters())
+    assert validation_rmse(est) == pytest.approx(
+        tail_free_run_rmse(est, u, y), rel=1e-4
+    )
+
+
+def test_linear_residual_on_cuda_is_the_sum_of_the_two_free_runs():
+    """The hybrid with its residual model on CUDA: prediction = linear free
+    run + residual free run, and a pickled copy predicts the same."""
+    from _tiny import TINY_SYSID
+
+    from sysid_msstcn import LinearResidualRegressor
+
+    u, y = _duffing()
+    residual = MSSTCNRegressor(**{**TINY_SYSID, "device": "cuda"})
+    model = LinearResidualRegressor(residual).fit(u[:400], y[:400])
+    assert model.estimator_.device_.type == "cuda"
+    ut, yt, n = u[400:], y[400:], 20
+    y_lin = model.linear_simulation(ut, yt[:n])
+    r = model.estimator_.predict(
+        np.column_stack([ut, y_lin]), (yt[:n] - y_lin[:n])[:, None]
+    )[:, 0]
+    pred = model.predict(ut, y_init=yt[:n])
+    np.testing.assert_allclose(pred, y_lin + r, rtol=0, atol=1e-12)
+    again = pickle.loads(pickle.dumps(model))
+    np.testing.assert_allclose(again.predict(ut, y_init=yt[:n]), pred, rtol=1e-5)
+
+
+def test_rollout_finetune_on_cuda_continues_and_stays_finite():
+    """The benchmarks' second stage (warm start on the simulation error) on CUDA."""
+    from _tiny import TINY_SYSID
+
+    u, y = _duffing()
+    est = MSSTCNRegressor(**{**TINY_SYSID, "device": "cuda"}).fit(u, y)
+    est.set_params(warm_start=True, max_iter=1, rollout_steps=4, rollout_loss="mse")
+    est.fit(u, y)
+    assert est.n_iter_ == 3 and np.isfinite(est.loss_curve_[-1])
+    assert np.isfinite(est.predict(u, y_init=y[:40])).all()
