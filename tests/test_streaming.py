@@ -6,9 +6,14 @@ import pytest
 import torch
 from _tiny import build, fixed_noise, preset_variants, random_data, tiny_config
 
-from sysid_msstcn import streaming
 from sysid_msstcn.config import NetworkConfig
-from sysid_msstcn.streaming import StreamingSimulator, simulate
+from sysid_msstcn.streaming import (
+    StreamingSimulator,
+    _buffers,
+    _simulator,
+    _top_down,
+    simulate,
+)
 
 DT = torch.float64
 VARIANTS = preset_variants()
@@ -23,7 +28,7 @@ def _one_thread():
 @pytest.fixture(params=["fused", "per_block"])
 def form(request, monkeypatch):
     """Run a test with every chain compiled in one form (else costs decide)."""
-    monkeypatch.setattr(streaming, "_FUSE", request.param == "fused")
+    monkeypatch.setattr(_buffers, "_FUSE", request.param == "fused")
     return request.param
 
 
@@ -95,8 +100,8 @@ def _check_free_run(model, T, n0, batch=1):
 def test_rolling_the_step_buffers_keeps_exactness(monkeypatch, resampling, form):
     # buffers far shorter than the record: level-0 rows roll every 16 steps
     # (the minimum) and the coarser levels' rows at every step of theirs
-    monkeypatch.setattr(streaming, "_CHUNK_BITS", 0)
-    monkeypatch.setattr(streaming, "_COARSE_ROWS", 1)
+    monkeypatch.setattr(_simulator, "_CHUNK_BITS", 0)
+    monkeypatch.setattr(_simulator, "_COARSE_ROWS", 1)
     model = build(_small(resampling=resampling, dilations=((1, 2), (2, 1), (1,))))
     for n0 in (0, 7, 12):
         _check_free_run(model, 75, n0, batch=2)
@@ -120,7 +125,7 @@ def test_other_kernel_sizes(kernel_size, resampling, form):
 def test_step_api_predict_and_push(monkeypatch, form):
     # predict_params / push by hand: teacher forcing; the parameters are
     # fresh tensors, not views of the rows that roll every 16 steps
-    monkeypatch.setattr(streaming, "_CHUNK_BITS", 0)
+    monkeypatch.setattr(_simulator, "_CHUNK_BITS", 0)
     model = build(_small())
     T = 45
     y, u = random_data(model, 2, T)
@@ -265,7 +270,7 @@ def test_level_update_counts(monkeypatch, resampling):
 def test_per_block_top_down_with_folded_head_and_prior(monkeypatch, resampling):
     # per-block top-down chains whose head and prior are still folded into
     # the last blocks' products (the choice of small batches)
-    monkeypatch.setattr(streaming._TopDown, "_extra_macs", lambda self, m: (1e12, 1))
+    monkeypatch.setattr(_top_down._TopDown, "_extra_macs", lambda self, m: (1e12, 1))
     model = build(_small(resampling=resampling))
     sim = StreamingSimulator(model, torch.zeros(1, 1, 8))
     assert not any(c.fused for c in sim._td) and sim._head_y
