@@ -15,8 +15,7 @@ import pytest
 import torch
 from _tiny import TINY_ESTIMATOR
 
-from sysid_msstcn import MSSTCNRegressor
-from sysid_msstcn import estimator as estimator_module
+from sysid_msstcn import MSSTCNRegressor, _estimator_training
 from sysid_msstcn._windows import ChannelScaler, sample_windows, split_tails
 from sysid_msstcn.data import make_io_dataset
 from sysid_msstcn.training import Trainer
@@ -137,7 +136,7 @@ def test_training_windows_never_cross_experiments(monkeypatch):
         drawn.extend(out)
         return out
 
-    monkeypatch.setattr(estimator_module, "sample_windows", spy)
+    monkeypatch.setattr(_estimator_training, "sample_windows", spy)
     data = [system(n=n, seed=i) for i, n in enumerate(lengths)]
     est = tiny(max_iter=3, early_stopping=False, window=30, steps_per_epoch=10)
     est.fit([d[0] for d in data], [d[1][:, 0] for d in data])
@@ -625,7 +624,7 @@ def test_max_time_stops_after_the_epoch_that_uses_up_the_budget(siso, monkeypatc
     """A wall-clock budget ends training at an epoch boundary, recorded."""
     u, y = siso
     clock = iter(np.arange(0.0, 1e6, 10.0))  # every perf_counter call: +10 s
-    monkeypatch.setattr(estimator_module.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(_estimator_training.time, "perf_counter", lambda: next(clock))
     est = tiny(max_iter=50, max_time=1.0, validation_fraction=0.2).fit(u, y)
     assert est.n_iter_ == 1
     (event,) = [e for e in est.history_events_ if e["event"] == "max_time"]

@@ -24,6 +24,9 @@ FORBIDDEN = {
     "objectives": {"sklearn", "training", "estimator", "cli"},
     "training": {"sklearn", "estimator", "cli"},
     "estimator": {"cli"},
+    "_estimator_training": {"cli", "estimator"},
+    "_estimator_parallel": {"cli", "estimator"},
+    "_estimator_prediction": {"cli", "estimator"},
 }
 
 
