@@ -19,7 +19,10 @@ _TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTE
 
 
 class _ParallelMixin:
-    """The process group of a data-parallel fit (a mixin of the estimator)."""
+    """The process group of a data-parallel fit (a mixin of the estimator).
+
+    Relies on the ``distributed``, ``device`` and batch size parameters.
+    """
 
     def _data_parallel(self, reset: bool) -> DistributedInfo | None:
         """The process group to train over (joined if needed), or None.

@@ -19,7 +19,11 @@ from .streaming import simulate as stream_simulate
 
 
 class _PredictionMixin:
-    """Simulation, scoring and sampling methods (a mixin of the estimator)."""
+    """Simulation, scoring and sampling methods (a mixin of the estimator).
+
+    Relies on the fitted attributes (``model_``, the scalers, ``device_``)
+    and on the estimator's data checks and scaling methods.
+    """
 
     def _predict_data(self, X, y_init):
         """Validated (inputs, lengths, warm-ups, is_list) for prediction."""

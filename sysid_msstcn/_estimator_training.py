@@ -29,7 +29,12 @@ _MAX_ROLLBACKS = 5
 
 
 class _TrainingMixin:
-    """Fitting machinery of the estimator (a mixin of the estimator)."""
+    """Fitting machinery of the estimator (a mixin of the estimator).
+
+    Relies on the estimator's parameters and on its ``_resolved``,
+    ``_check_params``, ``_build_configs``, ``_experiments`` and scaling
+    methods, and on the prediction mixin's ``_run`` (validation free runs).
+    """
 
     def _is_fitted(self) -> bool:
         return hasattr(self, "model_")
