@@ -1,4 +1,4 @@
-"""Smoke test of the simulation-speed benchmark script (--quick)."""
+"""Smoke tests of the benchmark scripts (simulation speed --quick, seed statistics)."""
 
 from __future__ import annotations
 
@@ -39,3 +39,54 @@ def test_simulation_speed_quick_writes_the_result_json(tmp_path):
     assert "streaming_time_exponent" in summ
     # streaming and full recompute simulate the same trajectory
     assert summ["agreement_max_abs_diff"] < 1e-4
+
+
+def _result(seed: int, rmse: list[float], valid: float, max_time=None) -> dict:
+    rows = [
+        {"model": "MS-STCN", "test_set": f"test_{i}", "rmse": r, "units": "V"}
+        | {"validation_rmse": valid}
+        for i, r in enumerate(rmse)
+    ]
+    rows.append({"model": "ARX", "test_set": "test_0", "rmse": 9.0})
+    return {
+        "benchmark": "toy",
+        "seed": seed,
+        "hardware": {"cpu": "some CPU"},
+        "config": {"MS-STCN": {"random_state": seed, "max_time": max_time}},
+        "results": rows,
+    }
+
+
+def test_seed_statistics_groups_seed_files_and_reports_their_spread(tmp_path):
+    files = {
+        "nonlinear_toy_a.json": _result(0, [1.0, 10.0], valid=0.5),
+        "nonlinear_toy_a_seed1.json": _result(1, [2.0, 20.0], valid=0.2),
+        "nonlinear_toy_a_seed2.json": _result(2, [6.0, 30.0], valid=0.9, max_time=60),
+        "nonlinear_toy_b.json": _result(0, [5.0], valid=0.1),  # no seeds: no family
+    }
+    for name, doc in files.items():
+        (tmp_path / name).write_text(json.dumps(doc))
+    out = tmp_path / "seeds.json"
+    script = ROOT / "benchmarks" / "seed_statistics.py"
+    cmd = [sys.executable, str(script), "--results-dir", str(tmp_path)]
+    subprocess.run([*cmd, "--output", str(out)], check=True, timeout=60)
+    res = json.loads(out.read_text())
+    assert list(res["families"]) == ["toy_a"]
+    fam = res["families"]["toy_a"]
+    assert fam["seeds"] == [0, 1, 2] and fam["config_differences"] == [
+        "MS-STCN.max_time"
+    ]
+    first = fam["models"]["MS-STCN"]["test_0"]
+    assert first["rmse"] == [1.0, 2.0, 6.0] and first["mean"] == 3.0
+    assert first["median"] == 2.0 and abs(first["std"] - 7**0.5) < 1e-12
+    # the lowest validation score is seed 1's, whatever its test RMSE
+    assert first["chosen_by_validation"] == {"seed": 1, "rmse": 2.0}
+    assert fam["models"]["MS-STCN"]["test_1"]["mean"] == 20.0
+    assert "ARX" not in fam["models"]
+    assert "| `toy_a` | MS-STCN | test_0 | 3 |" in out.with_suffix(".md").read_text()
+    # two files with one seed are refused, naming the seeds
+    (tmp_path / "nonlinear_toy_a_seed3.json").write_text(
+        json.dumps(_result(1, [0, 0], 1))
+    )
+    bad = subprocess.run([*cmd, "--output", str(out)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "share a seed" in bad.stderr

@@ -1,0 +1,231 @@
+"""Seed statistics of the nonlinear benchmark results.
+
+A result file ``nonlinear_<name>_seed<N>.json`` is a rerun of
+``nonlinear_<name>.json`` with ``--seed N``. This script groups every such
+family found in the results folder and reports, per model and test record,
+the test RMSE of each seed with its mean, sample standard deviation, median
+and range, the validation score of each seed (``validation_rmse``, the
+kept epoch's free-run RMSE on the validation tails) and the seed that the
+validation score would choose, with its test RMSE. It also lists the
+MS-STCN settings that differ between the runs of a family other than the
+seed (for example a ``max_time`` cap), so that a family that is not a pure
+seed study says so.
+
+Usage::
+
+    python benchmarks/seed_statistics.py                 # benchmarks/results
+    python benchmarks/seed_statistics.py --results-dir DIR --output OUT.json
+
+Writes ``OUT.json`` and a Markdown table next to it (``OUT.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+_SEED_FILE = re.compile(r"^nonlinear_(?P<stem>.+)_seed(?P<seed>\d+)\.json$")
+# keys of a model's config that may differ within a family of seeds
+_SEED_KEYS = {"random_state", "seed"}
+
+
+def _families(folder: Path) -> dict[str, list[Path]]:
+    """``stem -> [base file (if any), seed files...]`` for every seed family."""
+    families: dict[str, list[Path]] = {}
+    for path in sorted(folder.glob("nonlinear_*_seed*.json")):
+        match = _SEED_FILE.match(path.name)
+        if match:
+            families.setdefault(match["stem"], []).append(path)
+    for stem, paths in families.items():
+        base = folder / f"nonlinear_{stem}.json"
+        if base.exists():
+            paths.insert(0, base)
+    return families
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(config, dict):
+        return {prefix: config}
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def _differences(configs: list[dict]) -> tuple[list[str], list[str]]:
+    """Config keys (seed keys aside) that differ, and those some runs lack.
+
+    A key that only some runs record comes from a parameter added to the
+    code between the runs (it had its default before); it is listed apart.
+    """
+    flat = [_flatten(c) for c in configs]
+    common = set.intersection(*(set(f) for f in flat))
+    differ = sorted(
+        k
+        for k in common
+        if k.split(".")[-1] not in _SEED_KEYS
+        and len({json.dumps(f[k], sort_keys=True) for f in flat}) > 1
+    )
+    return differ, sorted(set().union(*flat) - common)
+
+
+def family_statistics(paths: list[Path]) -> dict:
+    """Seed statistics of one family of result files (see the module docstring).
+
+    Parameters
+    ----------
+    paths : list of Path
+        Result files of the same benchmark and settings, one per seed.
+
+    Returns
+    -------
+    dict
+        ``benchmark``, ``files``, ``seeds``, ``hardware`` (CPU or GPU of each
+        run), ``config_differences`` (settings that differ between the
+        runs), ``config_recorded_by_some_runs`` (parameters newer than some
+        of the runs) and ``models``: model -> test record ->
+        ``rmse``, ``validation_rmse`` (lists in seed order), ``mean``,
+        ``std`` (sample standard deviation), ``median``, ``min``, ``max``,
+        ``n`` and, where every run has a validation score,
+        ``chosen_by_validation`` (seed and its test RMSE).
+    """
+    docs = [json.loads(p.read_text()) for p in paths]
+    order = sorted(range(len(docs)), key=lambda i: docs[i]["seed"])
+    docs, paths = [docs[i] for i in order], [paths[i] for i in order]
+    seeds = [d["seed"] for d in docs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"two files of one family share a seed: {seeds}")
+    benchmarks = {d["benchmark"] for d in docs}
+    if len(benchmarks) != 1:
+        raise ValueError(f"one family holds several benchmarks: {sorted(benchmarks)}")
+    models: dict[str, dict] = {}
+    names = [r["model"] for r in docs[0]["results"] if "MS-STCN" in r["model"]]
+    for model in dict.fromkeys(names):
+        per_set: dict[str, dict] = {}
+        for row in (r for r in docs[0]["results"] if r["model"] == model):
+            test_set = row["test_set"]
+            rows = [
+                next(
+                    r
+                    for r in d["results"]
+                    if r["model"] == model and r["test_set"] == test_set
+                )
+                for d in docs
+            ]
+            rmse = [r["rmse"] for r in rows]
+            valid = [r.get("validation_rmse") for r in rows]
+            entry = {
+                "rmse": rmse,
+                "validation_rmse": valid,
+                "mean": statistics.fmean(rmse),
+                "std": statistics.stdev(rmse) if len(rmse) > 1 else None,
+                "median": statistics.median(rmse),
+                "min": min(rmse),
+                "max": max(rmse),
+                "n": len(rmse),
+                "units": rows[0].get("units"),
+            }
+            if all(v is not None for v in valid):
+                best = min(range(len(valid)), key=valid.__getitem__)
+                entry["chosen_by_validation"] = {
+                    "seed": seeds[best],
+                    "rmse": rmse[best],
+                }
+            per_set[test_set] = entry
+        models[model] = per_set
+    configs = [{k: v for k, v in d["config"].items() if "MS-STCN" in k} for d in docs]
+    differ, partly = _differences(configs)
+    return {
+        "benchmark": benchmarks.pop(),
+        "files": [p.name for p in paths],
+        "seeds": seeds,
+        "hardware": [
+            d["hardware"].get("gpu") or d["hardware"].get("cpu") for d in docs
+        ],
+        "config_differences": differ,
+        "config_recorded_by_some_runs": partly,
+        "models": models,
+    }
+
+
+def _markdown(result: dict) -> str:
+    lines = [
+        "# Seed statistics",
+        "",
+        "Written by `benchmarks/seed_statistics.py` from the families of",
+        "`nonlinear_<name>_seed<N>.json` result files (with their seed-0 file",
+        "`nonlinear_<name>.json`). Test RMSE in the benchmark's units; s.d. is",
+        "the sample standard deviation; the last column is the seed that the",
+        "validation score would pick and its test RMSE.",
+        "",
+        "| family | model | test | seeds | RMSE per seed | mean | s.d. | median |"
+        " chosen by validation |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for stem, fam in result["families"].items():
+        for model, per_set in fam["models"].items():
+            for test_set, e in per_set.items():
+                chosen = e.get("chosen_by_validation")
+                lines.append(
+                    f"| `{stem}` | {model} | {test_set} | {e['n']} | "
+                    + ", ".join(f"{v:.4g}" for v in e["rmse"])
+                    + f" | {e['mean']:.4g} | "
+                    + (f"{e['std']:.3g}" if e["std"] is not None else "–")
+                    + f" | {e['median']:.4g} | "
+                    + (
+                        f"seed {chosen['seed']}: {chosen['rmse']:.4g}"
+                        if chosen
+                        else "–"
+                    )
+                    + " |"
+                )
+    notes = []
+    for stem, fam in result["families"].items():
+        parts = []
+        if fam["config_differences"]:
+            parts.append(
+                "settings that differ between its runs: "
+                + ", ".join(f"`{k}`" for k in fam["config_differences"])
+            )
+        if fam["config_recorded_by_some_runs"]:
+            parts.append(
+                "recorded by some of its runs only: "
+                + ", ".join(f"`{k}`" for k in fam["config_recorded_by_some_runs"])
+            )
+        if parts:
+            notes.append(f"- `{stem}`: " + "; ".join(parts))
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--results-dir", type=Path, default=ROOT / "benchmarks" / "results"
+    )
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+    output = args.output or args.results_dir / "seed_statistics.json"
+    families = _families(args.results_dir)
+    if not families:
+        raise SystemExit(f"no nonlinear_*_seed<N>.json files in {args.results_dir}")
+    result = {
+        "benchmark": "seed_statistics",
+        "description": "test RMSE over seeds of the nonlinear benchmark runs",
+        "families": {
+            stem: family_statistics(paths) for stem, paths in families.items()
+        },
+    }
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    output.with_suffix(".md").write_text(_markdown(result))
+    print(f"wrote {output} and {output.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
