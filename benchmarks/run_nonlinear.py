@@ -4,8 +4,12 @@ For each benchmark every model is fitted on the official training split and
 simulates each test split from u and y[:n_init]; the test RMSE is reported
 in the benchmark's units together with fit %, training time and hardware.
 One JSON file per dataset goes to ``--output-dir`` (default
-``benchmarks/results``), with plots (measured vs simulated with the MS-STCN
-90% band, error spectrum) and a Markdown table beside the published figures.
+``benchmarks/results``), ``nonlinear_<dataset>[_<tag>][_seed<N>].json`` (the
+seed suffix for seeds other than 0, so that reruns with other seeds sit
+beside the first one; ``seed_statistics.py`` summarises them), with plots in
+its ``plots/`` folder (measured vs simulated with the MS-STCN 90% band,
+error spectrum; same suffix) and a Markdown table beside the published
+figures.
 
 Usage::
 
@@ -27,7 +31,7 @@ from sysid_msstcn.benchmarking import BUDGETS, run_benchmark
 DATASETS = ("silverbox", "wiener_hammerstein", "emps", "cascaded_tanks", "ced")
 
 
-def _plots(res: dict, out: Path) -> list[str]:
+def _plots(res: dict, out: Path, suffix: str) -> list[str]:
     from sysid_msstcn.data import io_arrays
     from sysid_msstcn.plotting import plot_error, plot_simulation, save_figure
 
@@ -55,7 +59,7 @@ def _plots(res: dict, out: Path) -> list[str]:
             title=f"{res['benchmark']} {name}",
             max_points=3000,
         )
-        path = out / f"{res['benchmark']}_{name}_simulation.png"
+        path = out / "plots" / f"{res['benchmark']}_{name}_simulation{suffix}.png"
         save_figure(fig, path)
         files.append(str(path))
         fig = plot_error(
@@ -65,7 +69,7 @@ def _plots(res: dict, out: Path) -> list[str]:
             sampling_time=float(ds.attrs["sampling_time"]),
             title=f"{res['benchmark']} {name}: simulation error",
         )
-        path = out / f"{res['benchmark']}_{name}_error.png"
+        path = out / "plots" / f"{res['benchmark']}_{name}_error{suffix}.png"
         save_figure(fig, path)
         files.append(str(path))
     return files
@@ -133,6 +137,10 @@ def main(argv=None) -> int:
     budget: str | dict = args.budget
     if args.params:
         budget = {**BUDGETS[args.budget], **json.loads(args.params)}
+    # a rerun with another seed never overwrites the seed-0 files
+    suffix = (f"_{args.tag}" if args.tag else "") + (
+        f"_seed{args.seed}" if args.seed else ""
+    )
     all_results = []
     for name in args.datasets:
         res = run_benchmark(
@@ -147,10 +155,9 @@ def main(argv=None) -> int:
         )
         res["budget_name"] = args.budget
         if not args.no_plots:
-            res["plots"] = _plots(res, out)
+            res["plots"] = _plots(res, out, suffix)
         for key in ("predictions", "models", "test_records"):
             res.pop(key, None)
-        suffix = f"_{args.tag}" if args.tag else ""
         (out / f"nonlinear_{name}{suffix}.json").write_text(json.dumps(res, indent=2))
         for r in res["results"]:
             if r.get("diverged"):
@@ -162,7 +169,6 @@ def main(argv=None) -> int:
                 flush=True,
             )
         all_results.append(res)
-    suffix = f"_{args.tag}" if args.tag else ""
     (out / f"nonlinear_table{suffix}.md").write_text(markdown_table(all_results))
     return 0
 

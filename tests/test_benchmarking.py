@@ -144,11 +144,26 @@ def test_run_nonlinear_script_writes_json_and_table(benchmark_data, tmp_path):
             "cpu",
         ]
     )
-    data = json.loads((tmp_path / "nonlinear_ced.json").read_text())
+    first = (tmp_path / "nonlinear_ced.json").read_text()
+    data = json.loads(first)
     assert data["benchmark"] == "ced" and data["budget_name"] == "tiny"
     assert len(data["plots"]) == 4
     assert all(Path(p).stat().st_size > 0 for p in data["plots"])
+    assert {Path(p).parent for p in data["plots"]} == {tmp_path / "plots"}
     assert "MS-STCN" in (tmp_path / "nonlinear_table.md").read_text()
+    # another seed goes beside the first run (tag, then seed), never over it
+    script.main(
+        ["--datasets", "ced", "--budget", "tiny", "--n-samples", "2"]
+        + ["--data-dir", str(benchmark_data), "--output-dir", str(tmp_path)]
+        + ["--device", "cpu", "--seed", "1", "--tag", "t", "--no-baselines"]
+    )
+    again = json.loads((tmp_path / "nonlinear_ced_t_seed1.json").read_text())
+    assert again["seed"] == 1 and (tmp_path / "nonlinear_ced.json").read_text() == first
+    assert sorted(Path(p).name for p in again["plots"]) == [
+        f"ced_{test}_{kind}_t_seed1.png"
+        for test in ("test_high_amplitude", "test_low_amplitude")
+        for kind in ("error", "simulation")
+    ]
 
 
 @pytest.mark.slow
