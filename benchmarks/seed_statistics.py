@@ -74,6 +74,13 @@ def _differences(configs: list[dict]) -> tuple[list[str], list[str]]:
     return differ, sorted(set().union(*flat) - common)
 
 
+def _row(doc: dict, model: str, test_set: str, path: Path) -> dict:
+    for row in doc["results"]:
+        if row["model"] == model and row["test_set"] == test_set:
+            return row
+    raise ValueError(f"{path.name} has no result of {model} on {test_set}")
+
+
 def family_statistics(paths: list[Path]) -> dict:
     """Seed statistics of one family of result files (see the module docstring).
 
@@ -109,14 +116,7 @@ def family_statistics(paths: list[Path]) -> dict:
         per_set: dict[str, dict] = {}
         for row in (r for r in docs[0]["results"] if r["model"] == model):
             test_set = row["test_set"]
-            rows = [
-                next(
-                    r
-                    for r in d["results"]
-                    if r["model"] == model and r["test_set"] == test_set
-                )
-                for d in docs
-            ]
+            rows = [_row(d, model, test_set, path) for d, path in zip(docs, paths)]
             rmse = [r["rmse"] for r in rows]
             valid = [r.get("validation_rmse") for r in rows]
             entry = {
