@@ -116,7 +116,10 @@ def family_statistics(paths: list[Path]) -> dict:
         per_set: dict[str, dict] = {}
         for row in (r for r in docs[0]["results"] if r["model"] == model):
             test_set = row["test_set"]
-            rows = [_row(d, model, test_set, path) for d, path in zip(docs, paths)]
+            rows = [
+                _row(d, model, test_set, path)
+                for d, path in zip(docs, paths, strict=True)
+            ]
             rmse = [r["rmse"] for r in rows]
             valid = [r.get("validation_rmse") for r in rows]
             entry = {
