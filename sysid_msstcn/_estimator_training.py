@@ -232,6 +232,31 @@ class _TrainingMixin:
             return -sim_rmse if math.isfinite(sim_rmse) else -math.inf
         return trainer.evaluate(valid_batches)["elbo_per_step"]
 
+    def _warn_slow_average(self, steps_per_epoch: int) -> None:
+        """Warn when the weight average spans more steps than the patience.
+
+        The average of ``ema_decay`` spans about ``1 / (1 - ema_decay)``
+        steps; when that is longer than ``n_iter_no_change`` epochs, early
+        stopping judges an average that still carries the first weights
+        (on EMPS, 0.999 with a patience of 15 epochs of 50 steps stopped
+        every seed at epoch 16).
+        """
+        decay = float(self.ema_decay)
+        if not (self.early_stopping and decay > 0):
+            return
+        span = 1.0 / (1.0 - decay)
+        patience = self.n_iter_no_change * steps_per_epoch
+        if span > patience:
+            warnings.warn(
+                f"ema_decay={decay} averages over about {span:.0f} steps, more "
+                f"than the early-stopping patience of n_iter_no_change="
+                f"{self.n_iter_no_change} epochs of {steps_per_epoch} steps "
+                f"({patience} steps): early stopping may stop before the "
+                "average has moved; lower ema_decay or raise n_iter_no_change",
+                UserWarning,
+                stacklevel=5,
+            )
+
     def _train(self, us, ys, parallel: DistributedInfo | None = None) -> None:
         main = parallel is None or parallel.is_main  # shows progress and warns
         lengths = [v.shape[0] for v in ys]
@@ -256,6 +281,8 @@ class _TrainingMixin:
         n_batches = max(50, math.ceil(total / (self.window_ * bs)))
         if self.steps_per_epoch is not None:
             n_batches = int(self.steps_per_epoch)
+        if main and valid_seg:
+            self._warn_slow_average(n_batches)
         valid_batches = [
             self._batch(us, ys, valid_seg[k : k + bs])
             for k in range(0, len(valid_seg), bs)

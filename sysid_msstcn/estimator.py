@@ -146,6 +146,9 @@ class MSSTCNRegressor(
         over roughly the last 100 steps; 0 turns it off). The averaged
         weights are the ones validated, kept by early stopping and returned;
         a warm-started fit starts a new average from the fitted weights.
+        Keep the span ``1 / (1 - ema_decay)`` steps shorter than the
+        early-stopping patience (``n_iter_no_change`` epochs; a warning says
+        when it is not).
     mixed_precision : bool, default=False
         bf16 autocast on CUDA.
     device : str, default="auto"

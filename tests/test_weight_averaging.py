@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -111,3 +113,14 @@ def test_ema_decay_is_checked():
     data = synthetic_dataset(CFG, n_sequences=4, length=16)
     with pytest.raises(ValueError, match="not supported by fit_distributed"):
         fit_distributed(CFG, TrainConfig(ema_decay=0.9), data, batch_size=4)
+
+
+def test_an_average_longer_than_the_patience_is_warned_about():
+    u, y = _system()
+    params = {**TINY, "max_iter": 1, "n_iter_no_change": 2}  # 2 x 4 = 8 steps
+    with pytest.warns(UserWarning, match=r"averages over about 10 steps"):
+        MSSTCNRegressor(**params, ema_decay=0.9).fit(u, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        MSSTCNRegressor(**params, ema_decay=0.8).fit(u, y)  # 5 steps
+        MSSTCNRegressor(**params, ema_decay=0.9, early_stopping=False).fit(u, y)
