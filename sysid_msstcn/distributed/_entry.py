@@ -127,5 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if is_main_process() and result.checkpoint is not None:
         logger.info("final checkpoint: %s", result.checkpoint)
     if dist.is_initialized():
+        # every rank has finished its collectives before any tears the group
+        # down: a rank whose peer closed first could abort in Gloo's
+        # destructor ("terminate called without an active exception", seen
+        # once in a CI dry run)
+        dist.barrier()
         dist.destroy_process_group()
     return 0
