@@ -175,3 +175,17 @@ def tail_free_run_rmse(est, u: np.ndarray, y: np.ndarray) -> float:
     s0 = max(0, a - -(-(est.receptive_field_ + D) // D) * D)
     sim = est.predict(u[s0:b], y_init=y[s0:a])
     return float(np.sqrt(np.mean((sim[a - s0 :] - y[a:b]) ** 2)))
+
+
+def duffing_system(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A stable second-order system with a cubic stiffness (Duffing-like).
+
+    u of shape (n, 1), y of shape (n,): the hybrid's test system, whose
+    linear part an ARX(2, 2, 1) model can fit.
+    """
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal((n, 1))
+    y = np.zeros(n)
+    for t in range(2, n):
+        y[t] = 1.5 * y[t - 1] - 0.7 * y[t - 2] + 0.3 * u[t - 1, 0] - 0.2 * y[t - 1] ** 3
+    return u, y

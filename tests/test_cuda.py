@@ -10,8 +10,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from _tiny import TINY_SYSID, duffing_system, tail_free_run_rmse
 
-from sysid_msstcn import MSSTCNRegressor
+from sysid_msstcn import LinearResidualRegressor, MSSTCNRegressor
+from sysid_msstcn.benchmarking import validation_rmse
 from sysid_msstcn.config import NetworkConfig, TrainConfig
 from sysid_msstcn.distributed import (
     DistributedInfo,
@@ -191,23 +193,10 @@ def test_estimator_fitted_on_cuda_predicts_and_pickles(mixed_precision):
     np.testing.assert_allclose(again.predict(u, y_init=y[:10]), pred, rtol=1e-5)
 
 
-def _duffing(n: int = 600) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    u = rng.standard_normal((n, 1))
-    y = np.zeros(n)
-    for t in range(2, n):
-        y[t] = 1.5 * y[t - 1] - 0.7 * y[t - 2] + 0.3 * u[t - 1, 0] - 0.2 * y[t - 1] ** 3
-    return u, y
-
-
 def test_weight_averaging_on_cuda_keeps_the_validated_weights():
     """ema_decay on CUDA: the averaged weights live on the GPU and are the
     ones whose validation free run was recorded."""
-    from _tiny import TINY_SYSID, tail_free_run_rmse
-
-    from sysid_msstcn.benchmarking import validation_rmse
-
-    u, y = _duffing()
+    u, y = duffing_system()
     params = {**TINY_SYSID, "max_iter": 3, "steps_per_epoch": 4, "device": "cuda"}
     est = MSSTCNRegressor(**params, ema_decay=0.9).fit(u, y)
     assert est.device_.type == "cuda"
@@ -220,11 +209,7 @@ def test_weight_averaging_on_cuda_keeps_the_validated_weights():
 def test_linear_residual_on_cuda_is_the_sum_of_the_two_free_runs():
     """The hybrid with its residual model on CUDA: prediction = linear free
     run + residual free run, and a pickled copy predicts the same."""
-    from _tiny import TINY_SYSID
-
-    from sysid_msstcn import LinearResidualRegressor
-
-    u, y = _duffing()
+    u, y = duffing_system()
     residual = MSSTCNRegressor(**{**TINY_SYSID, "device": "cuda"})
     model = LinearResidualRegressor(residual).fit(u[:400], y[:400])
     assert model.estimator_.device_.type == "cuda"
@@ -241,9 +226,7 @@ def test_linear_residual_on_cuda_is_the_sum_of_the_two_free_runs():
 
 def test_rollout_finetune_on_cuda_continues_and_stays_finite():
     """The benchmarks' second stage (warm start on the simulation error) on CUDA."""
-    from _tiny import TINY_SYSID
-
-    u, y = _duffing()
+    u, y = duffing_system()
     est = MSSTCNRegressor(**{**TINY_SYSID, "device": "cuda"}).fit(u, y)
     est.set_params(warm_start=True, max_iter=1, rollout_steps=4, rollout_loss="mse")
     est.fit(u, y)

@@ -6,22 +6,12 @@ import pickle
 
 import numpy as np
 import pytest
-from _tiny import TINY_SYSID
+from _tiny import TINY_SYSID, duffing_system
 from sklearn.base import BaseEstimator, clone
 
 from sysid_msstcn import LinearResidualRegressor, MSSTCNRegressor
 from sysid_msstcn.baselines import ARXRegressor
 from sysid_msstcn.exceptions import ShapeError
-
-
-def _system(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A stable second-order system with a cubic stiffness (Duffing-like)."""
-    rng = np.random.default_rng(seed)
-    u = rng.standard_normal((n, 1))
-    y = np.zeros(n)
-    for t in range(2, n):
-        y[t] = 1.5 * y[t - 1] - 0.7 * y[t - 2] + 0.3 * u[t - 1, 0] - 0.2 * y[t - 1] ** 3
-    return u, y
 
 
 class _Recorder(BaseEstimator):
@@ -43,7 +33,7 @@ class _Recorder(BaseEstimator):
 
 
 def test_residual_model_sees_the_linear_simulation_and_what_it_leaves():
-    u, y = _system()
+    u, y = duffing_system()
     model = LinearResidualRegressor(_Recorder(), ARXRegressor(na=2, nb=2, nk=1))
     model.fit(u, y)
     arx = ARXRegressor(na=2, nb=2, nk=1).fit(u, y)
@@ -60,14 +50,14 @@ def test_residual_model_sees_the_linear_simulation_and_what_it_leaves():
 
 
 def test_feed_linear_false_gives_the_residual_model_only_the_inputs():
-    u, y = _system()
+    u, y = duffing_system()
     model = LinearResidualRegressor(_Recorder(), feed_linear=False).fit(u, y)
     np.testing.assert_array_equal(model.estimator_.seen_[0], u)
     assert model.linear_.get_params()["na"] == 2  # the default linear model
 
 
 def test_prediction_is_the_sum_of_the_two_free_runs():
-    u, y = _system()
+    u, y = duffing_system()
     model = LinearResidualRegressor(MSSTCNRegressor(**TINY_SYSID)).fit(u[:400], y[:400])
     ut, yt = u[400:], y[400:]
     n = 20
@@ -89,7 +79,7 @@ def test_prediction_is_the_sum_of_the_two_free_runs():
 
 
 def test_lists_of_experiments_and_pickling():
-    u, y = _system(seed=1)
+    u, y = duffing_system(seed=1)
     us, ys = [u[:300], u[300:]], [y[:300], y[300:]]
     model = LinearResidualRegressor(MSSTCNRegressor(**TINY_SYSID)).fit(us, ys)
     preds = model.predict(us, [v[:10] for v in ys])
@@ -100,7 +90,7 @@ def test_lists_of_experiments_and_pickling():
 
 
 def test_warm_start_continues_the_residual_model():
-    u, y = _system()
+    u, y = duffing_system()
     model = LinearResidualRegressor(MSSTCNRegressor(**TINY_SYSID)).fit(u, y)
     first = model.estimator_
     epochs = first.n_iter_
@@ -119,7 +109,7 @@ def test_clone_keeps_nested_parameters_and_fits_nothing():
 
 
 def test_bad_input_is_named():
-    u, y = _system()
+    u, y = duffing_system()
     with pytest.raises(TypeError, match="estimator must be an estimator"):
         LinearResidualRegressor("nope").fit(u, y)
     with pytest.raises(ValueError, match="feed_linear must be a bool"):
@@ -141,7 +131,7 @@ def test_bad_input_is_named():
 
 @pytest.mark.slow
 def test_residual_model_improves_on_the_linear_model():
-    u, y = _system(n=3000)
+    u, y = duffing_system(n=3000)
     ut, yt = u[2000:], y[2000:]
     u, y = u[:2000], y[:2000]
     est = MSSTCNRegressor(
