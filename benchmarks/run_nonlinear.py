@@ -87,12 +87,12 @@ def markdown_table(results: list[dict]) -> str:
             cov = r.get("coverage_90")
             if r.get("diverged"):
                 lines.append(
-                    f"| {res['benchmark']} | {r['test_set']} | {r['model']} | "
+                    f"| {res['benchmark']} | {r['test_set']} | {_label(r)} | "
                     f"diverged | {r['units']} | | {r['train_seconds']:.0f} | |"
                 )
                 continue
             lines.append(
-                f"| {res['benchmark']} | {r['test_set']} | {r['model']} | "
+                f"| {res['benchmark']} | {r['test_set']} | {_label(r)} | "
                 f"{r['rmse']:.4g} | {r['units']} | {r['fit_percent']:.1f} | "
                 f"{r['train_seconds']:.0f} | "
                 f"{'' if cov is None else f'{cov:.2f}'} |"
@@ -104,6 +104,15 @@ def markdown_table(results: list[dict]) -> str:
             for method, value in methods.items():
                 lines.append(f"| {res['benchmark']} | {test} | {method} | {value} |")
     return "\n".join(lines) + "\n"
+
+
+def _as_dict(budget: str | dict) -> dict:
+    return dict(BUDGETS[budget]) if isinstance(budget, str) else dict(budget)
+
+
+def _label(row: dict) -> str:
+    k = row.get("ensemble")
+    return f"{row['model']} (ensemble of {k})" if k else row["model"]
 
 
 def main(argv=None) -> int:
@@ -131,12 +140,30 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default="", help="suffix of the result file names")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-baselines", action="store_true")
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        default=0,
+        metavar="K",
+        help="make each MS-STCN model an ensemble of K members (seeds seed, "
+        "seed + 1, ...); the results also give every member's test RMSE",
+    )
+    p.add_argument(
+        "--n-jobs",
+        type=int,
+        default=None,
+        help="ensemble members fitted at once, in separate processes",
+    )
     args = p.parse_args(argv)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     budget: str | dict = args.budget
     if args.params:
         budget = {**BUDGETS[args.budget], **json.loads(args.params)}
+    if args.ensemble:
+        budget = {**_as_dict(budget), "ensemble": {"n_members": args.ensemble}}
+        if args.n_jobs is not None:
+            budget["ensemble"]["n_jobs"] = args.n_jobs
     # a rerun with another seed never overwrites the seed-0 files
     suffix = (f"_{args.tag}" if args.tag else "") + (
         f"_seed{args.seed}" if args.seed else ""
@@ -165,7 +192,12 @@ def main(argv=None) -> int:
                 continue
             print(
                 f"{name:20s} {r['test_set']:28s} {r['model']:16s} "
-                f"RMSE {r['rmse']:.4g} {r['units']}  fit {r['fit_percent']:.1f}%",
+                f"RMSE {r['rmse']:.4g} {r['units']}  fit {r['fit_percent']:.1f}%"
+                + (
+                    f"  members {[round(v, 4) for v in r['member_rmse'] if v]}"
+                    if r.get("ensemble")
+                    else ""
+                ),
                 flush=True,
             )
         all_results.append(res)

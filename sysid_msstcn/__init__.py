@@ -4,9 +4,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .ensemble import EnsembleRegressor
 from .estimator import MSSTCNRegressor
 
-__all__ = ["LinearResidualRegressor", "MSSTCNRegressor", "__version__"]
+__all__ = [
+    "EnsembleRegressor",
+    "LinearResidualRegressor",
+    "MSSTCNRegressor",
+    "__version__",
+]
 
 
 def __getattr__(name: str):

@@ -25,6 +25,7 @@ from .baselines import (
     deepsi_available,
 )
 from .data.benchmarks import io_arrays, load_benchmark
+from .ensemble import EnsembleRegressor
 from .estimator import MSSTCNRegressor
 from .hybrid import LinearResidualRegressor
 from .metrics import crps_ensemble, fit_index, interval_coverage, nrmse, r2, rmse
@@ -124,7 +125,9 @@ TARGETS = {
 # the parameters of a second, warm-started fit on the simulation error
 # (rollout_steps, see benchmarks/results/rollout_finetune_*.json);
 # "linear_residual": True makes the MS-STCN entry a LinearResidualRegressor
-# on the benchmark's ARX (label HYBRID_LABEL).
+# on the benchmark's ARX (label HYBRID_LABEL); "ensemble": K (or
+# {"n_members": K, "n_jobs": J}) makes each MS-STCN entry an
+# EnsembleRegressor of K members with seeds seed, seed + 1, ...
 _FINETUNE = {
     "max_iter": 10,
     "rollout_steps": 64,
@@ -209,7 +212,9 @@ def default_models(
         ``linear_residual`` is True (instead) or "both" (in addition),
         :data:`HYBRID_LABEL`, a
         :class:`~sysid_msstcn.hybrid.LinearResidualRegressor` on the
-        benchmark's ARX.
+        benchmark's ARX. With the budget's ``ensemble`` entry each is an
+        :class:`~sysid_msstcn.ensemble.EnsembleRegressor` of such models
+        (seeds ``random_state``, ``random_state + 1``, ...).
     """
     params = _budget_params(budget)
     params.pop("finetune", None)  # run_benchmark's second fit
@@ -218,6 +223,7 @@ def default_models(
         raise ValueError(
             f"linear_residual must be True, False or 'both', got {hybrid!r}"
         )
+    ensemble = _ensemble_params(params.pop("ensemble", None))
     orders = _ORDERS.get(name, {"arx": (4, 4, 0), "narx": (2, 4, 4)})
     na, nb, nk = orders["arx"]
     models: dict[str, Any] = {}
@@ -229,6 +235,11 @@ def default_models(
         net = MSSTCNRegressor(random_state=random_state, device=device, **params)
         arx = ARXRegressor(na=na, nb=nb, nk=nk)
         models[HYBRID_LABEL] = LinearResidualRegressor(net, arx)
+    if ensemble:
+        for label in list(models):
+            models[label] = EnsembleRegressor(
+                models[label], random_state=random_state, **ensemble
+            )
     if baselines:
         degree, ylag, xlag = orders["narx"]
         models["ARX"] = ARXRegressor(na=na, nb=nb, nk=nk)
@@ -256,6 +267,20 @@ def default_models(
             **subnet_budget,
         )
     return models
+
+
+def _ensemble_params(value: Any) -> dict[str, Any] | None:
+    """``EnsembleRegressor`` parameters of a budget's ``ensemble`` entry."""
+    if value is None or value is False:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = {"n_members": value}
+    if not isinstance(value, dict) or set(value) - {"n_members", "n_jobs"}:
+        raise ValueError(
+            "ensemble must be a number of members or a dict with n_members and "
+            f"n_jobs, got {value!r}"
+        )
+    return dict(value)
 
 
 def _budget_params(budget: str | dict) -> dict[str, Any]:
@@ -445,25 +470,34 @@ def run_benchmark(
     used_device = "cpu"
     X, Y = (us, ys) if len(us) > 1 else (us[0], ys[0])
     for label, model in models.items():
-        is_hybrid = isinstance(model, LinearResidualRegressor)
-        is_msstcn = is_hybrid or isinstance(model, MSSTCNRegressor)
+        ens = isinstance(model, EnsembleRegressor)
+        template = model.estimator if ens else model
+        is_hybrid = isinstance(template, LinearResidualRegressor)
+        is_msstcn = is_hybrid or isinstance(template, MSSTCNRegressor)
         t0 = time.perf_counter()
         model.fit(X, Y)
         stages = [time.perf_counter() - t0]
-        configs[label] = {k: _plain(v) for k, v in model.get_params(deep=False).items()}
+        members = model.estimators_ if ens else [model]
+        # the settings of the (first member's) first fit
+        configs[label] = {
+            k: _plain(v) for k, v in members[0].get_params(deep=False).items()
+        }
         if is_hybrid:  # the parts' settings of the first fit
             for part in ("estimator", "linear"):
-                fitted_part = getattr(model, f"{part}_")
+                fitted_part = getattr(members[0], f"{part}_")
                 configs[label][part] = {
                     k: _plain(v) for k, v in fitted_part.get_params(deep=False).items()
                 }
         if label in ("MS-STCN", HYBRID_LABEL) and is_msstcn and finetune:
             stage = {"warm_start": True, **finetune}
-            if is_hybrid:  # the residual model continues; the ARX is refitted
-                stage = {f"estimator__{k}": v for k, v in stage.items()}
-            model.set_params(**stage).fit(X, Y)
+            # the residual model continues; the ARX is refitted
+            prefix = "estimator__" * (int(ens) + int(is_hybrid))
+            model.set_params(**{f"{prefix}{k}": v for k, v in stage.items()})
+            model.fit(X, Y)
             stages.append(time.perf_counter() - t0 - stages[0])
-        net = model.estimator_ if is_hybrid else model
+            members = model.estimators_ if ens else [model]
+        nets = [m.estimator_ if is_hybrid else m for m in members]
+        net = nets[0]
         seconds = time.perf_counter() - t0
         rows, preds = evaluate_records(
             model,
@@ -471,17 +505,35 @@ def run_benchmark(
             n_samples=n_samples if is_msstcn else 0,
             random_state=random_state,
         )
-        val = validation_rmse(net) if is_msstcn else None
-        if val is not None:  # in the benchmark's reporting units
-            val *= float(test[0].attrs.get("report_scale", 1.0))
-        for row in rows:
+        vals = [validation_rmse(n) for n in nets] if is_msstcn else [None]
+        # in the benchmark's reporting units; an ensemble's is its members' mean
+        report = float(test[0].attrs.get("report_scale", 1.0))
+        val = None if None in vals else report * float(np.mean(vals))
+        if ens:
+            member_rows = [evaluate_records(m, test)[0] for m in members]
+        for k, row in enumerate(rows):
             row.update(model=label, train_seconds=seconds)
             if is_msstcn:
                 row["epochs"] = net.n_iter_
                 row["best_epoch"] = net.best_epoch_
                 row["stage_seconds"] = stages
                 row["validation_rmse"] = val
+            if ens:
+                row["ensemble"] = len(members)
+                row["member_seeds"] = list(model.seeds_)
+                row["member_rmse"] = [r[k]["rmse"] for r in member_rows]
+                row["epochs"] = [n.n_iter_ for n in nets]
+                row["best_epoch"] = [n.best_epoch_ for n in nets]
+                row["member_validation_rmse"] = [
+                    None if v is None else report * v for v in vals
+                ]
             results.append(row)
+        if ens:
+            configs[label]["ensemble"] = {
+                "n_members": len(members),
+                "n_jobs": model.n_jobs,
+                "seeds": list(model.seeds_),
+            }
         if is_msstcn:
             if finetune:
                 configs[label]["finetune"] = {k: _plain(v) for k, v in finetune.items()}

@@ -106,6 +106,36 @@ def test_both_variants_record_the_validation_choice(benchmark_data):
     assert res["validation_choice"] == min(scores, key=lambda m: min(scores[m]))
 
 
+def test_ensemble_budget_runs_every_member_through_both_stages(
+    benchmark_data, tmp_path
+):
+    """--ensemble 2: the hybrid's members get seeds 0 and 1, both fine-tune,
+    and the row gives the ensemble's and every member's test RMSE."""
+    from sysid_msstcn.benchmarking import HYBRID_LABEL, default_models
+
+    script = _load("run_nonlinear.py")
+    args = ["--datasets", "ced", "--budget", "tiny", "--no-baselines", "--no-plots"]
+    args += ["--params", '{"linear_residual": true}', "--n-samples", "2"]
+    args += ["--data-dir", str(benchmark_data), "--output-dir", str(tmp_path)]
+    script.main([*args, "--device", "cpu", "--ensemble", "2", "--seed", "3"])
+    res = json.loads((tmp_path / "nonlinear_ced_seed3.json").read_text())
+    finetune = BUDGETS["tiny"]["finetune"]
+    for row in res["results"]:
+        assert row["model"] == HYBRID_LABEL and row["ensemble"] == 2
+        assert row["member_seeds"] == [3, 4]
+        assert len(row["member_rmse"]) == 2 and math.isfinite(row["rmse"])
+        assert row["epochs"] == [BUDGETS["tiny"]["max_iter"] + finetune["max_iter"]] * 2
+        vals = row["member_validation_rmse"]
+        assert row["validation_rmse"] == pytest.approx(np.mean(vals))
+    config = res["config"][HYBRID_LABEL]
+    assert config["ensemble"]["seeds"] == [3, 4]
+    assert config["estimator"]["random_state"] == 3  # the first member's
+    table = (tmp_path / "nonlinear_table_seed3.md").read_text()
+    assert "MS-STCN + ARX (ensemble of 2)" in table
+    with pytest.raises(ValueError, match="ensemble must be a number of members"):
+        default_models("ced", {"ensemble": "many"})
+
+
 def test_validation_rmse_is_the_kept_epochs_free_run_error_on_the_tail():
     from sysid_msstcn.benchmarking import validation_rmse
     from sysid_msstcn.estimator import MSSTCNRegressor

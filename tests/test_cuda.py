@@ -12,7 +12,7 @@ import pytest
 import torch
 from _tiny import TINY_SYSID, duffing_system, tail_free_run_rmse
 
-from sysid_msstcn import LinearResidualRegressor, MSSTCNRegressor
+from sysid_msstcn import EnsembleRegressor, LinearResidualRegressor, MSSTCNRegressor
 from sysid_msstcn.benchmarking import validation_rmse
 from sysid_msstcn.config import NetworkConfig, TrainConfig
 from sysid_msstcn.distributed import (
@@ -232,3 +232,21 @@ def test_rollout_finetune_on_cuda_continues_and_stays_finite():
     est.fit(u, y)
     assert est.n_iter_ == 3 and np.isfinite(est.loss_curve_[-1])
     assert np.isfinite(est.predict(u, y_init=y[:40])).all()
+
+
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_ensemble_on_cuda_averages_its_members(n_jobs):
+    """Members on CUDA, fitted here or in two worker processes sharing the
+    GPU: the prediction is the mean of the members' free runs, and the
+    pooled trajectories come from the members in order."""
+    u, y = duffing_system()
+    net = MSSTCNRegressor(**{**TINY_SYSID, "device": "cuda"})
+    ens = EnsembleRegressor(net, n_members=2, n_jobs=n_jobs, random_state=0)
+    ens.fit(u, y)
+    assert all(m.device_.type == "cuda" for m in ens.estimators_)
+    runs = [m.predict(u, y_init=y[:20]) for m in ens.estimators_]
+    np.testing.assert_array_equal(ens.predict(u, y_init=y[:20]), np.mean(runs, 0))
+    sims = ens.simulate(u, y[:20], n_samples=4, random_state=3)
+    first = ens.estimators_[0].simulate(u, y[:20], n_samples=2, random_state=3)
+    np.testing.assert_array_equal(sims[:2], first)
+    assert np.isfinite(sims).all()

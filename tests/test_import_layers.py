@@ -27,6 +27,7 @@ FORBIDDEN = {
     "_estimator_training": {"cli", "estimator"},
     "_estimator_parallel": {"cli", "estimator"},
     "_estimator_prediction": {"cli", "estimator"},
+    "ensemble": {"cli", "benchmarking", "hybrid", "baselines"},
 }
 
 
