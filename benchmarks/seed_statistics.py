@@ -11,6 +11,11 @@ MS-STCN settings that differ between the runs of a family other than the
 seed (for example a ``max_time`` cap), so that a family that is not a pure
 seed study says so.
 
+Ensemble runs (``run_nonlinear.py --ensemble K``, rows with an ``ensemble``
+entry) get a section of their own: the ensemble's test RMSE beside its
+members' (mean, best, worst, and how many members the ensemble beats), with
+the coverage and CRPS of its pooled Monte Carlo band.
+
 Usage::
 
     python benchmarks/seed_statistics.py                 # benchmarks/results
@@ -156,6 +161,68 @@ def family_statistics(paths: list[Path]) -> dict:
     }
 
 
+def ensemble_statistics(folder: Path) -> dict:
+    """``file stem -> model -> test set -> entry`` for every ensemble row."""
+    out: dict[str, dict] = {}
+    for path in sorted(folder.glob("nonlinear_*.json")):
+        doc = json.loads(path.read_text())
+        for row in doc.get("results", []):
+            if not row.get("ensemble") or row.get("rmse") is None:
+                continue
+            members = [v for v in row["member_rmse"] if v is not None]
+            stem = path.stem.removeprefix("nonlinear_")
+            out.setdefault(stem, {}).setdefault(row["model"], {})[row["test_set"]] = {
+                "n_members": row["ensemble"],
+                "seeds": row.get("member_seeds"),
+                "rmse": row["rmse"],
+                "member_rmse": row["member_rmse"],
+                "member_mean": statistics.fmean(members) if members else None,
+                "member_best": min(members, default=None),
+                "member_worst": max(members, default=None),
+                "members_beaten": sum(row["rmse"] < v for v in members),
+                "members_diverged": len(row["member_rmse"]) - len(members),
+                "coverage_90": row.get("coverage_90"),
+                "crps": row.get("crps"),
+                "units": row.get("units"),
+            }
+    return out
+
+
+def _ensemble_markdown(ensembles: dict) -> list[str]:
+    lines = [
+        "",
+        "## Ensembles",
+        "",
+        "Runs with `--ensemble K`: the test RMSE of the mean of the members'",
+        "free runs beside the members' own, and the coverage of the pooled",
+        "90 % Monte Carlo band.",
+        "",
+        "| run | model | test | members | ensemble RMSE | members: mean (best-worst) |"
+        " beats | 90 % coverage | CRPS |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for stem, models in ensembles.items():
+        for model, per_set in models.items():
+            for test_set, e in per_set.items():
+                cov, crps = e["coverage_90"], e["crps"]
+                members = (
+                    f"{e['member_mean']:.4g} ({e['member_best']:.4g}-"
+                    f"{e['member_worst']:.4g})"
+                    if e["member_mean"] is not None
+                    else "all diverged"
+                )
+                lines.append(
+                    f"| `{stem}` | {model} | {test_set} | {e['n_members']} | "
+                    f"{e['rmse']:.4g} | {members} | "
+                    f"{e['members_beaten']} of {e['n_members']} | "
+                    + ("–" if cov is None else f"{cov:.2f}")
+                    + " | "
+                    + ("–" if crps is None else f"{crps:.4g}")
+                    + " |"
+                )
+    return lines
+
+
 def _markdown(result: dict) -> str:
     lines = [
         "# Seed statistics",
@@ -204,6 +271,8 @@ def _markdown(result: dict) -> str:
             notes.append(f"- `{stem}`: " + "; ".join(parts))
     if notes:
         lines += ["", *notes]
+    if result.get("ensembles"):
+        lines += _ensemble_markdown(result["ensembles"])
     return "\n".join(lines) + "\n"
 
 
@@ -216,14 +285,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     output = args.output or args.results_dir / "seed_statistics.json"
     families = _families(args.results_dir)
-    if not families:
-        raise SystemExit(f"no nonlinear_*_seed<N>.json files in {args.results_dir}")
+    ensembles = ensemble_statistics(args.results_dir)
+    if not families and not ensembles:
+        raise SystemExit(
+            f"no nonlinear_*_seed<N>.json files or ensemble runs in {args.results_dir}"
+        )
     result = {
         "benchmark": "seed_statistics",
-        "description": "test RMSE over seeds of the nonlinear benchmark runs",
+        "description": "test RMSE over seeds of the nonlinear benchmark runs, "
+        "and of ensembles against their members",
         "families": {
             stem: family_statistics(paths) for stem, paths in families.items()
         },
+        "ensembles": ensembles,
     }
     output.write_text(json.dumps(result, indent=2) + "\n")
     output.with_suffix(".md").write_text(_markdown(result))

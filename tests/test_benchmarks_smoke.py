@@ -90,3 +90,24 @@ def test_seed_statistics_groups_seed_files_and_reports_their_spread(tmp_path):
     )
     bad = subprocess.run([*cmd, "--output", str(out)], capture_output=True, text=True)
     assert bad.returncode != 0 and "share a seed" in bad.stderr
+
+
+def test_seed_statistics_sets_ensembles_beside_their_members(tmp_path):
+    doc = _result(0, [1.0], valid=0.5)
+    doc["results"][0].update(
+        ensemble=3, member_seeds=[0, 1, 2], member_rmse=[1.5, 0.9, None], crps=0.4
+    )
+    (tmp_path / "nonlinear_toy_ens3.json").write_text(json.dumps(doc))
+    out = tmp_path / "seeds.json"
+    script = ROOT / "benchmarks" / "seed_statistics.py"
+    cmd = [sys.executable, str(script), "--results-dir", str(tmp_path)]
+    subprocess.run([*cmd, "--output", str(out)], check=True, timeout=60)
+    res = json.loads(out.read_text())
+    assert res["families"] == {}
+    e = res["ensembles"]["toy_ens3"]["MS-STCN"]["test_0"]
+    assert e["rmse"] == 1.0 and e["member_mean"] == 1.2
+    assert (e["member_best"], e["member_worst"]) == (0.9, 1.5)
+    assert e["members_beaten"] == 1 and e["members_diverged"] == 1
+    assert "| `toy_ens3` | MS-STCN | test_0 | 3 | 1 | 1.2 (0.9-1.5) | 1 of 3 |" in (
+        out.with_suffix(".md").read_text()
+    )
