@@ -233,6 +233,11 @@ class EnsembleRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
             raise ValueError("y_init must be a list exactly when X is a list")
         else:
             inits = list(y_init) if is_list else [y_init]
+        if len(inits) != len(xs):
+            raise ValueError(
+                f"y_init has {len(inits)} experiment(s) but X has {len(xs)}; "
+                "give one warm-up per experiment"
+            )
         return xs, inits, is_list
 
     def member_predictions(self, X: Any, y_init: Any = None) -> list:

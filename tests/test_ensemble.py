@@ -167,4 +167,8 @@ def test_unfitted_and_bad_arguments():
         ens.predict_interval(u, y[:20], coverage=1.5)
     with pytest.raises(ValueError, match="y_init must be a list exactly"):
         ens.predict([u], y[:20])
+    with pytest.raises(ValueError, match="y_init has 1 experiment"):
+        ens.predict([u, u], [y[:20]])
+    two = ens.predict([u, u[:300]], [y[:20], y[:20]])
+    np.testing.assert_array_equal(two[1], ens.predict(u[:300], y[:20]))
     assert np.isfinite(ens.score(u, y))
