@@ -522,6 +522,7 @@ def run_benchmark(
                 row["ensemble"] = len(members)
                 row["member_seeds"] = list(model.seeds_)
                 row["member_rmse"] = [r[k]["rmse"] for r in member_rows]
+            if ens and is_msstcn:
                 row["epochs"] = [n.n_iter_ for n in nets]
                 row["best_epoch"] = [n.best_epoch_ for n in nets]
                 row["member_validation_rmse"] = [

@@ -136,6 +136,20 @@ def test_ensemble_budget_runs_every_member_through_both_stages(
         default_models("ced", {"ensemble": "many"})
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_an_ensemble_of_baselines_reports_its_members(benchmark_data):
+    from sysid_msstcn.baselines import MLPNARXRegressor
+    from sysid_msstcn.ensemble import EnsembleRegressor
+
+    mlp = MLPNARXRegressor(hidden_layer_sizes=(8,), na=2, nb=2, max_iter=50)
+    models = {"MLP x2": EnsembleRegressor(mlp, n_members=2, random_state=0)}
+    res = run_benchmark("ced", models=models, data_dir=benchmark_data)
+    for row in res["results"]:
+        assert row["ensemble"] == 2 and len(row["member_rmse"]) == 2
+        assert "member_validation_rmse" not in row and "epochs" not in row
+    assert res["config"]["MLP x2"]["ensemble"]["seeds"] == [0, 1]
+
+
 def test_validation_rmse_is_the_kept_epochs_free_run_error_on_the_tail():
     from sysid_msstcn.benchmarking import validation_rmse
     from sysid_msstcn.estimator import MSSTCNRegressor
