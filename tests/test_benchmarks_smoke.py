@@ -111,3 +111,16 @@ def test_seed_statistics_sets_ensembles_beside_their_members(tmp_path):
     assert "| `toy_ens3` | MS-STCN | test_0 | 3 | 1 | 1.2 (0.9-1.5) | 1 of 3 |" in (
         out.with_suffix(".md").read_text()
     )
+
+
+def test_ensemble_throughput_quick(benchmark_data, tmp_path):
+    out = tmp_path / "ens.json"
+    script = ROOT / "benchmarks" / "ensemble_throughput.py"
+    cmd = [sys.executable, str(script), "--quick", "--members", "2"]
+    cmd += ["--n-jobs", "1", "2", "--data-dir", str(benchmark_data)]
+    subprocess.run([*cmd, "--output", str(out)], check=True, timeout=300)
+    res = json.loads(out.read_text())
+    assert [r["n_jobs"] for r in res["runs"]] == [1, 2]
+    assert res["runs"][0]["speedup"] == 1.0 and res["runs"][0]["wall_s"] > 0
+    # the members fitted in worker processes are the serial fit's members
+    assert res["runs"][1]["members_max_abs_diff"] < 1e-3
