@@ -2,9 +2,12 @@
 
 A saved model is one safetensors file: the network's weights, and a JSON
 header (``"sysid_msstcn"``) with the constructor parameters, the network
-configuration and the fitted statistics. Loading executes no code. Pickles
-keep the weights as CPU tensors and put the network back on its device (the
-CPU when CUDA is gone).
+configuration and the fitted statistics. A saved ensemble of such models is
+one file too: member ``i``'s weights under ``member<i>.``, and a header
+(``"sysid_msstcn_ensemble"``) with the ensemble's parameters, the seeds and
+every member's header. Loading executes no code. Pickles keep the weights as
+CPU tensors and put the network back on its device (the CPU when CUDA is
+gone).
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from .config import config_from_dict
 from .exceptions import DataFormatError
 from .model import MSSTCN
 
-__all__ = ["getstate", "load", "save", "setstate"]
+__all__ = ["getstate", "load", "load_ensemble", "save", "save_ensemble", "setstate"]
 
 FORMAT = "sysid_msstcn/1"
+ENSEMBLE_FORMAT = "sysid_msstcn.ensemble/1"
 # fitted attributes stored as they are
 _FITTED = (
     "n_features_in_",
@@ -71,17 +75,43 @@ def _payload(est) -> dict:
     }
 
 
-def save(est, path) -> None:
-    """Write a fitted estimator to ``path`` atomically (see the module)."""
+def _write(state: dict, key: str, header: dict, path) -> None:
+    """Write weights and a JSON header to ``path`` atomically."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    state = {
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={key: json.dumps(header)})
+    tmp.replace(path)
+
+
+def _weights(est) -> dict:
+    return {
         k: v.detach().cpu().contiguous() for k, v in est.model_.state_dict().items()
     }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"sysid_msstcn": json.dumps(_payload(est))})
-    tmp.replace(path)
+
+
+def save(est, path) -> None:
+    """Write a fitted estimator to ``path`` atomically (see the module)."""
+    _write(_weights(est), "sysid_msstcn", _payload(est), path)
+
+
+def _read(path, key: str, what: str) -> tuple[Any, dict]:
+    """The JSON header under ``key`` and the weights of a safetensors file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved {what} at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        return json.loads(meta[key]), state
+    except Exception as exc:  # noqa: BLE001
+        raise DataFormatError(
+            f"{path}: not a sysid_msstcn {what} file ({exc.__class__.__name__}: {exc})"
+        ) from exc
 
 
 def load(cls, path, device: str | None = None):
@@ -95,34 +125,85 @@ def load(cls, path, device: str | None = None):
         The file is not a sysid_msstcn model, or its header or weights are
         malformed.
     """
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no saved model at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        payload = json.loads(meta["sysid_msstcn"])
-    except Exception as exc:  # noqa: BLE001
-        raise DataFormatError(
-            f"{path}: not a sysid_msstcn model file ({exc.__class__.__name__}: {exc})"
-        ) from exc
+    payload, state = _read(path, "sysid_msstcn", "model")
     if device is not None:
         resolve_device(device)  # an explicit request must be satisfiable
     try:
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise ValueError("unknown or missing format tag")
-        est = cls(**_tuples(payload["params"]))
-        if device is not None:
-            est.device = device
-        _restore(est, payload, state)
+        est = _member(cls, payload, state, device)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DataFormatError(
             f"{path}: malformed sysid_msstcn model ({exc.__class__.__name__}: {exc})"
         ) from exc
     return est
+
+
+def _member(cls, payload: dict, state: dict, device: str | None):
+    est = cls(**_tuples(payload["params"]))
+    if device is not None:
+        est.device = device
+    _restore(est, payload, state)
+    return est
+
+
+def save_ensemble(ens, path) -> None:
+    """Write a fitted ensemble of estimators to ``path`` (see the module)."""
+    state, members = {}, []
+    for i, member in enumerate(ens.estimators_):
+        for k, v in _weights(member).items():
+            state[f"member{i}.{k}"] = v
+        members.append(_payload(member))
+    params = ens.get_params(deep=False)
+    template = params.pop("estimator")
+    header = {
+        "format": ENSEMBLE_FORMAT,
+        "version": __version__,
+        "params": jsonable(params),
+        "estimator_params": (
+            None if template is None else jsonable(template.get_params(deep=False))
+        ),
+        "seeds": jsonable(ens.seeds_),
+        "y_1d": bool(ens._y_1d),
+        "members": members,
+    }
+    _write(state, "sysid_msstcn_ensemble", header, path)
+
+
+def load_ensemble(cls, member_cls, path, device: str | None = None):
+    """Read an ensemble of class ``cls`` written by :func:`save_ensemble`.
+
+    Its members are of class ``member_cls``; errors as in :func:`load`.
+    """
+    payload, state = _read(path, "sysid_msstcn_ensemble", "ensemble")
+    if device is not None:
+        resolve_device(device)
+    try:
+        if not isinstance(payload, dict) or payload.get("format") != ENSEMBLE_FORMAT:
+            raise ValueError("unknown or missing format tag")
+        est_params = payload["estimator_params"]
+        template = None if est_params is None else member_cls(**_tuples(est_params))
+        ens = cls(template, **payload["params"])
+        members = []
+        for i, member in enumerate(payload["members"]):
+            prefix = f"member{i}."
+            weights = {
+                k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)
+            }
+            members.append(_member(member_cls, member, weights, device))
+        if not members or len(payload["seeds"]) != len(members):
+            raise ValueError("the seeds do not match the members")
+        ens.estimators_ = members
+        ens.seeds_ = [int(s) for s in payload["seeds"]]
+        ens.n_features_in_ = members[0].n_features_in_
+        ens.n_outputs_ = members[0].n_outputs_
+        ens.n_init_ = max(int(m.n_init_) for m in members)
+        ens._y_1d = bool(payload["y_1d"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataFormatError(
+            f"{path}: malformed sysid_msstcn ensemble ({exc.__class__.__name__}: {exc})"
+        ) from exc
+    return ens
 
 
 def _restore(est, payload: dict, state: dict) -> None:

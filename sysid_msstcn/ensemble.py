@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, clone
 from sklearn.utils import get_tags
 from sklearn.utils.validation import check_is_fitted
 
-from . import metrics
+from . import _persistence, metrics
 from ._utils import check_random_state_seed
 from .data._validation import as_experiments
 from .estimator import MSSTCNRegressor
@@ -394,6 +394,51 @@ class EnsembleRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         return float(
             metrics.r2(data.y, y_pred, n_init=n0, multioutput="uniform_average")
         )
+
+    # -- persistence -------------------------------------------------------
+    def save(self, path) -> None:
+        """Save an ensemble of ``MSSTCNRegressor`` members to one safetensors file.
+
+        The members' weights and a JSON header (the ensemble's and the
+        template's parameters, the seeds, every member's parameters and
+        fitted statistics); written atomically. Other members (a
+        :class:`~sysid_msstcn.LinearResidualRegressor`, say) are pickled
+        instead.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Target file, conventionally ``*.safetensors``.
+        """
+        check_is_fitted(self, "estimators_")
+        others = {
+            type(m).__name__ for m in self.estimators_ if type(m) is not MSSTCNRegressor
+        }
+        if others or not (
+            self.estimator is None or type(self.estimator) is MSSTCNRegressor
+        ):
+            raise TypeError(
+                "save writes ensembles of MSSTCNRegressor members only, got "
+                f"{sorted(others) or type(self.estimator).__name__}; pickle "
+                "(joblib.dump) saves any ensemble"
+            )
+        _persistence.save_ensemble(self, path)
+
+    @classmethod
+    def load(cls, path, device: str | None = None) -> EnsembleRegressor:
+        """Load an ensemble saved with :meth:`save` (no code is executed).
+
+        Parameters
+        ----------
+        path : str or path-like
+        device : str or None, default=None
+            Device for every member (see ``MSSTCNRegressor.load``).
+
+        Returns
+        -------
+        EnsembleRegressor
+        """
+        return _persistence.load_ensemble(cls, MSSTCNRegressor, path, device)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -13,6 +14,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sysid_msstcn import EnsembleRegressor, LinearResidualRegressor, MSSTCNRegressor
 from sysid_msstcn.baselines import ARXRegressor
+from sysid_msstcn.exceptions import DataFormatError
 
 EXPECTED_FAILED_CHECKS = {  # as for MSSTCNRegressor (test_sklearn_api)
     "check_methods_sample_order_invariance": (
@@ -172,3 +174,66 @@ def test_unfitted_and_bad_arguments():
     two = ens.predict([u, u[:300]], [y[:20], y[:20]])
     np.testing.assert_array_equal(two[1], ens.predict(u[:300], y[:20]))
     assert np.isfinite(ens.score(u, y))
+
+
+def test_save_and_load_round_trip_without_pickle(tmp_path):
+    u, y = duffing_system()
+    ens = EnsembleRegressor(_net(), n_members=2, random_state=4).fit(u, y)
+    path = tmp_path / "ens.safetensors"
+    ens.save(path)
+    again = EnsembleRegressor.load(path)
+    assert again.seeds_ == [4, 5] and again.get_params()["n_members"] == 2
+    assert again.estimator.get_params() == ens.estimator.get_params()
+    np.testing.assert_array_equal(again.predict(u, y[:20]), ens.predict(u, y[:20]))
+    np.testing.assert_array_equal(
+        again.simulate(u, y[:20], n_samples=3, random_state=0),
+        ens.simulate(u, y[:20], n_samples=3, random_state=0),
+    )
+    assert again.predict(u, y[:20]).shape == y.shape  # 1-D like the fitted y
+    # a single model's file is not an ensemble's, and the other way round
+    ens.estimators_[0].save(tmp_path / "one.safetensors")
+    with pytest.raises(DataFormatError, match="not a sysid_msstcn ensemble file"):
+        EnsembleRegressor.load(tmp_path / "one.safetensors")
+    with pytest.raises(DataFormatError, match="not a sysid_msstcn model file"):
+        MSSTCNRegressor.load(path)
+    with pytest.raises(FileNotFoundError, match="no saved ensemble"):
+        EnsembleRegressor.load(tmp_path / "missing.safetensors")
+
+
+def test_save_refuses_members_it_cannot_write_and_leaves_no_file(tmp_path):
+    u, y = duffing_system()
+    hybrid = LinearResidualRegressor(_net(), ARXRegressor(na=2, nb=2))
+    ens = EnsembleRegressor(hybrid, n_members=1, random_state=0).fit(u, y)
+    path = tmp_path / "ens.safetensors"
+    with pytest.raises(TypeError, match="pickle"):
+        ens.save(path)
+    assert not path.exists()
+    with pytest.raises(NotFittedError):
+        EnsembleRegressor(_net()).save(path)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda h: h.update(format="other/1"),
+        lambda h: h.update(seeds=[1, 2, 3]),
+        lambda h: h["members"][1].update(network_config={"channels": "x"}),
+        lambda h: h.update(members=[]),
+    ],
+    ids=["format", "seeds", "member config", "no members"],
+)
+def test_a_malformed_ensemble_file_is_named(tmp_path, edit):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    u, y = duffing_system()
+    ens = EnsembleRegressor(_net(), n_members=2, random_state=0).fit(u, y)
+    path = tmp_path / "ens.safetensors"
+    ens.save(path)
+    with safe_open(str(path), framework="pt") as f:
+        header = json.loads(f.metadata()["sysid_msstcn_ensemble"])
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    edit(header)
+    save_file(state, str(path), metadata={"sysid_msstcn_ensemble": json.dumps(header)})
+    with pytest.raises(DataFormatError, match="malformed sysid_msstcn ensemble"):
+        EnsembleRegressor.load(path)
