@@ -27,7 +27,15 @@ from .config import config_from_dict
 from .exceptions import DataFormatError
 from .model import MSSTCN
 
-__all__ = ["getstate", "load", "load_ensemble", "save", "save_ensemble", "setstate"]
+__all__ = [
+    "getstate",
+    "is_ensemble_file",
+    "load",
+    "load_ensemble",
+    "save",
+    "save_ensemble",
+    "setstate",
+]
 
 FORMAT = "sysid_msstcn/1"
 ENSEMBLE_FORMAT = "sysid_msstcn.ensemble/1"
@@ -168,6 +176,17 @@ def save_ensemble(ens, path) -> None:
         "members": members,
     }
     _write(state, "sysid_msstcn_ensemble", header, path)
+
+
+def is_ensemble_file(path) -> bool:
+    """Whether ``path`` is a safetensors file written by :func:`save_ensemble`."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return "sysid_msstcn_ensemble" in (f.metadata() or {})
+    except Exception:  # noqa: BLE001 - not a readable safetensors file
+        return False
 
 
 def load_ensemble(cls, member_cls, path, device: str | None = None):

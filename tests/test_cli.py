@@ -306,6 +306,43 @@ def test_sample_refuses_input_models(io_model, tmp_path, capsys):
     assert status == 2 and "simulate" in err
 
 
+def test_fit_an_ensemble_then_evaluate_and_simulate_it(tmp_path, capsys):
+    """fit --ensemble 2 saves one ensemble file; evaluate and simulate read it,
+    sample refuses it; the first member is the single fit with seed 5 (the
+    seed also draws the synthetic data, so only seed 5 has the same data)."""
+    from sysid_msstcn import EnsembleRegressor, MSSTCNRegressor
+
+    path = tmp_path / "ens.safetensors"
+    argv = ["fit", *SYNTH, *TINY, "--seed", "5", "--ensemble", "2", "--output", path]
+    status, out, _ = run(argv, capsys)
+    assert status == 0 and "1+1 epochs" in out
+    ens = EnsembleRegressor.load(path)
+    assert ens.seeds_ == [5, 6]
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["ensemble_seeds"] == [5, 6] and side["epochs"] == [1, 1]
+    single = tmp_path / "one.safetensors"
+    assert (
+        run(["fit", *SYNTH, *TINY, "--seed", "5", "--output", single], capsys)[0] == 0
+    )
+    u = np.random.default_rng(0).normal(size=(100, 1))
+    np.testing.assert_array_equal(
+        ens.estimators_[0].predict(u), MSSTCNRegressor.load(single).predict(u)
+    )
+    out = tmp_path / "res.json"
+    argv = ["evaluate", path, *SYNTH, "--device", "cpu", "--output", out]
+    status, stdout, _ = run([*argv, "--mc-samples", "4"], capsys)
+    assert status == 0 and "MS-STCN" in stdout
+    assert 0 <= json.loads(out.read_text())["results"][0]["coverage_90"] <= 1
+    sim = tmp_path / "sim.nc"
+    argv = ["simulate", path, *SYNTH, "--device", "cpu", "--output", sim, "-q"]
+    assert run([*argv, "--mc-samples", "4"], capsys)[0] == 0
+    assert xr.load_dataset(sim)["y_sim"].shape == (200, 1)
+    status, _, err = run(["sample", path, "--output", tmp_path], capsys)
+    assert status == 2 and "is an ensemble of models" in err
+    status, _, err = run(["fit", *SYNTH, *TINY, "--ensemble", "-1"], capsys)
+    assert status == 2 and "number of members >= 1" in err
+
+
 def test_handwriting_fit_evaluate_and_sample(shared_data, tmp_path, capsys):
     model = tmp_path / "hw.safetensors"
     argv = [
@@ -323,6 +360,8 @@ def test_handwriting_fit_evaluate_and_sample(shared_data, tmp_path, capsys):
         "--output",
         model,
     ]
+    status, _, err = run([*argv, "--ensemble", "2"], capsys)
+    assert status == 2 and "--ensemble fits input/output models only" in err
     assert run(argv, capsys)[0] == 0
     argv = [
         "evaluate",

@@ -135,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="model.safetensors",
         help="model file (default: %(default)s)",
     )
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        default=0,
+        metavar="K",
+        help="fit K members with seeds seed, seed + 1, ... and save them as one "
+        "ensemble file (input/output data)",
+    )
+    p.add_argument(
+        "--n-jobs",
+        type=int,
+        default=None,
+        help="ensemble members fitted at once, in separate processes",
+    )
 
     p = add(cmd_evaluate, "test metrics of a saved model", plain, model=True, data=True)
     p.add_argument("--mc-samples", type=int, default=0, help=_MC_HELP)

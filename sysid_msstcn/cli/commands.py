@@ -140,9 +140,12 @@ def _fit_and_save(args: argparse.Namespace) -> int:
     if data.kind == "speech":
         preset = _SPEECH_PRESETS.get(args.frame_width)
     est = _make_estimator(_estimator_params(args, preset))
+    if args.ensemble:
+        est = _ensemble(est, data, args)
     main = is_main_process()
+    what = f"an ensemble of {args.ensemble} MS-STCN" if args.ensemble else "MS-STCN"
     _say(
-        f"fitting MS-STCN on {data.name} ({len(data.train)} record(s))",
+        f"fitting {what} on {data.name} ({len(data.train)} record(s))",
         args.quiet or not main,
     )
     t0 = time.perf_counter()
@@ -153,26 +156,60 @@ def _fit_and_save(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     est.save(out)
+    members = est.estimators_ if args.ensemble else [est]
     side = {
         "data": args.data,
         "kind": data.kind,
         "fit_seconds": seconds,
-        "epochs": est.n_iter_,
-        "best_epoch": est.best_epoch_,
-        "processes": est.world_size_,
+        "epochs": [m.n_iter_ for m in members] if args.ensemble else est.n_iter_,
+        "best_epoch": (
+            [m.best_epoch_ for m in members] if args.ensemble else est.best_epoch_
+        ),
+        "processes": members[0].world_size_,
+        **({"ensemble_seeds": est.seeds_} if args.ensemble else {}),
         **data.info,
     }
     _sidecar_path(out).write_text(json.dumps(jsonable(side), indent=2) + "\n")
-    elbo = est.history_[-1]["elbo_per_step"] if est.history_ else float("nan")
-    procs = f" on {est.world_size_} processes" if est.world_size_ > 1 else ""
+    elbos = [m.history_[-1]["elbo_per_step"] for m in members if m.history_]
+    elbo = float(np.mean(elbos)) if elbos else float("nan")
+    procs = f" on {est.world_size_} processes" if members[0].world_size_ > 1 else ""
+    epochs = "+".join(str(m.n_iter_) for m in members)
+    mean = "mean " if args.ensemble else ""
     print(
-        f"saved {out} ({est.n_iter_} epochs in {seconds:.1f} s{procs}; last "
-        f"training ELBO per step {elbo:.4g} nats)"
+        f"saved {out} ({epochs} epochs in {seconds:.1f} s{procs}; last "
+        f"training ELBO per step, {mean}{elbo:.4g} nats)"
     )
     return 0
 
 
-def _load_model(path: str, device: str):
+def _ensemble(est, data: Data, args: argparse.Namespace):
+    """``fit --ensemble K``: the estimator as the template of K members."""
+    from ..ensemble import EnsembleRegressor
+
+    if args.ensemble < 1:
+        raise UsageError(
+            f"--ensemble takes a number of members >= 1, got {args.ensemble}"
+        )
+    if data.kind != "io":
+        raise UsageError("--ensemble fits input/output models only")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("--ensemble runs in one process; launch it without torchrun")
+    return EnsembleRegressor(
+        est, n_members=args.ensemble, n_jobs=args.n_jobs, random_state=args.seed
+    )
+
+
+def _load_model(path: str, device: str, *, ensemble: bool = True):
+    from .._persistence import is_ensemble_file
+
+    if is_ensemble_file(path):
+        if not ensemble:
+            raise UsageError(
+                f"{path} is an ensemble of models: use evaluate or simulate"
+            )
+        from ..ensemble import EnsembleRegressor
+
+        return EnsembleRegressor.load(path, device=device)
     from ..estimator import MSSTCNRegressor
 
     return MSSTCNRegressor.load(path, device=device)
@@ -192,6 +229,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(_table(rows, _IO_COLUMNS))
         if args.plots:
             _plot_records(records, _by_label({"msstcn": preds}, rows), Path(args.plots))
+    elif not hasattr(est, "elbo"):
+        raise UsageError(f"{args.model} is an ensemble: it evaluates input/output data")
     else:
         res = est.elbo(None, records)
         rep = elbo_report(
@@ -289,7 +328,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Generate handwriting (PNG) or speech (WAV) from a saved model."""
     from .. import plotting
 
-    est = _load_model(args.model, args.device)
+    est = _load_model(args.model, args.device, ensemble=False)
     side = _sidecar_path(args.model)
     side = json.loads(side.read_text()) if side.is_file() else {}
     kind = _model_kind(est, side) if args.kind == "auto" else args.kind
