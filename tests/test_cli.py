@@ -341,6 +341,8 @@ def test_fit_an_ensemble_then_evaluate_and_simulate_it(tmp_path, capsys):
     assert status == 2 and "is an ensemble of models" in err
     status, _, err = run(["fit", *SYNTH, *TINY, "--ensemble", "-1"], capsys)
     assert status == 2 and "number of members >= 1" in err
+    status, _, err = run(["fit", *SYNTH, *TINY, "--n-jobs", "2"], capsys)
+    assert status == 2 and "add --ensemble K" in err
 
 
 def test_handwriting_fit_evaluate_and_sample(shared_data, tmp_path, capsys):

@@ -142,6 +142,8 @@ def _fit_and_save(args: argparse.Namespace) -> int:
     est = _make_estimator(_estimator_params(args, preset))
     if args.ensemble:
         est = _ensemble(est, data, args)
+    elif args.n_jobs is not None:
+        raise UsageError("--n-jobs sets the processes of --ensemble; add --ensemble K")
     main = is_main_process()
     what = f"an ensemble of {args.ensemble} MS-STCN" if args.ensemble else "MS-STCN"
     _say(
@@ -172,7 +174,8 @@ def _fit_and_save(args: argparse.Namespace) -> int:
     _sidecar_path(out).write_text(json.dumps(jsonable(side), indent=2) + "\n")
     elbos = [m.history_[-1]["elbo_per_step"] for m in members if m.history_]
     elbo = float(np.mean(elbos)) if elbos else float("nan")
-    procs = f" on {est.world_size_} processes" if members[0].world_size_ > 1 else ""
+    world = members[0].world_size_
+    procs = f" on {world} processes" if world > 1 else ""
     epochs = "+".join(str(m.n_iter_) for m in members)
     mean = "mean " if args.ensemble else ""
     print(
