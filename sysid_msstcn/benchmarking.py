@@ -455,6 +455,7 @@ def run_benchmark(
         ``results`` (one row per model and test set), ``published``,
         ``targets``, per-model ``config`` and ``history`` summaries.
     """
+    commit = _commit()  # of the code that runs, before a long fit
     train, test = load_benchmark(name, data_dir=data_dir)
     key = name.lower()
     # the budget's second stage applies to the default MS-STCN only, never
@@ -555,7 +556,7 @@ def run_benchmark(
         "benchmark": key,
         "budget": budget if isinstance(budget, str) else "custom",
         "seed": random_state,
-        "commit": _commit(),
+        "commit": commit,
         "hardware": hardware_info(used_device),
         "results": results,
         "config": configs,

@@ -150,6 +150,18 @@ def test_an_ensemble_of_baselines_reports_its_members(benchmark_data):
     assert res["config"]["MLP x2"]["ensemble"]["seeds"] == [0, 1]
 
 
+def test_the_commit_is_read_before_the_models_are_fitted(benchmark_data, monkeypatch):
+    """A long run records the commit it started from, not the one checked
+    out when it ends."""
+    from sysid_msstcn import benchmarking
+    from sysid_msstcn.baselines import ARXRegressor
+
+    commits = iter(["start", "end"])
+    monkeypatch.setattr(benchmarking, "_commit", lambda: next(commits))
+    res = run_benchmark("ced", models={"ARX": ARXRegressor()}, data_dir=benchmark_data)
+    assert res["commit"] == "start"
+
+
 def test_validation_rmse_is_the_kept_epochs_free_run_error_on_the_tail():
     from sysid_msstcn.benchmarking import validation_rmse
     from sysid_msstcn.estimator import MSSTCNRegressor
