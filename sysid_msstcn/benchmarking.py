@@ -453,7 +453,12 @@ def run_benchmark(
     dict
         ``benchmark``, ``budget``, ``seed``, ``commit``, ``hardware``,
         ``results`` (one row per model and test set), ``published``,
-        ``targets``, per-model ``config`` and ``history`` summaries.
+        ``targets``, per-model ``config`` and ``history`` summaries. The
+        row of an :class:`~sysid_msstcn.ensemble.EnsembleRegressor` also has
+        ``ensemble`` (its size), ``member_seeds`` and ``member_rmse`` (each
+        member's own test RMSE); for MS-STCN members ``epochs`` and
+        ``best_epoch`` are per member, ``member_validation_rmse`` gives
+        their validation scores and ``validation_rmse`` is their mean.
     """
     commit = _commit()  # of the code that runs, before a long fit
     train, test = load_benchmark(name, data_dir=data_dir)
