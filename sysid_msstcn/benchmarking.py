@@ -397,15 +397,28 @@ def hardware_info(device: str | None = None) -> dict:
 
 
 def _commit() -> str | None:
+    """Short hash of the package's git commit, ``-dirty`` when its files differ."""
+    here = os.path.dirname(os.path.abspath(__file__))
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             timeout=10,
-            cwd=os.path.dirname(os.path.abspath(__file__)),
+            cwd=here,
         )
-        return out.stdout.strip() or None
+        commit = out.stdout.strip() or None
+        if commit:
+            changed = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no", "."],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                cwd=here,
+            )
+            if changed.stdout.strip():
+                commit += "-dirty"
+        return commit
     except (OSError, subprocess.SubprocessError):
         return None
 

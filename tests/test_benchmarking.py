@@ -162,6 +162,25 @@ def test_the_commit_is_read_before_the_models_are_fitted(benchmark_data, monkeyp
     assert res["commit"] == "start"
 
 
+@pytest.mark.parametrize(
+    "status, expected", [("", "abc1234"), (" M a.py\n", "abc1234-dirty")]
+)
+def test_the_commit_says_when_the_package_differs_from_it(
+    monkeypatch, status, expected
+):
+    from types import SimpleNamespace
+
+    from sysid_msstcn import benchmarking
+
+    outputs = iter(["abc1234\n", status])
+    monkeypatch.setattr(
+        benchmarking.subprocess,
+        "run",
+        lambda *a, **k: SimpleNamespace(stdout=next(outputs)),
+    )
+    assert benchmarking._commit() == expected
+
+
 def test_validation_rmse_is_the_kept_epochs_free_run_error_on_the_tail():
     from sysid_msstcn.benchmarking import validation_rmse
     from sysid_msstcn.estimator import MSSTCNRegressor
