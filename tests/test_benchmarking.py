@@ -156,10 +156,18 @@ def test_the_commit_is_read_before_the_models_are_fitted(benchmark_data, monkeyp
     from sysid_msstcn import benchmarking
     from sysid_msstcn.baselines import ARXRegressor
 
-    commits = iter(["start", "end"])
-    monkeypatch.setattr(benchmarking, "_commit", lambda: next(commits))
-    res = run_benchmark("ced", models={"ARX": ARXRegressor()}, data_dir=benchmark_data)
-    assert res["commit"] == "start"
+    fitted = []
+
+    class Recorded(ARXRegressor):
+        def fit(self, X, y):
+            fitted.append(True)
+            return super().fit(X, y)
+
+    monkeypatch.setattr(
+        benchmarking, "_commit", lambda: "after fit" if fitted else "before fit"
+    )
+    res = run_benchmark("ced", models={"ARX": Recorded()}, data_dir=benchmark_data)
+    assert fitted and res["commit"] == "before fit"
 
 
 @pytest.mark.parametrize(
