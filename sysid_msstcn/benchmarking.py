@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import time
 from typing import Any
 
 import numpy as np
 
+from ._provenance import git_commit as _commit
 from .baselines import (
     ARXRegressor,
     MLPNARXRegressor,
@@ -394,33 +394,6 @@ def hardware_info(device: str | None = None) -> dict:
     if device and str(device).startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-def _commit() -> str | None:
-    """Short hash of the package's git commit, ``-dirty`` when its files differ."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=here,
-        )
-        commit = out.stdout.strip() or None
-        if commit:
-            changed = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no", "."],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                cwd=here,
-            )
-            if changed.stdout.strip():
-                commit += "-dirty"
-        return commit
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def run_benchmark(

@@ -178,15 +178,15 @@ def test_the_commit_says_when_the_package_differs_from_it(
 ):
     from types import SimpleNamespace
 
-    from sysid_msstcn import benchmarking
+    from sysid_msstcn import _provenance
 
     outputs = iter(["abc1234\n", status])
     monkeypatch.setattr(
-        benchmarking.subprocess,
+        _provenance.subprocess,
         "run",
         lambda *a, **k: SimpleNamespace(stdout=next(outputs)),
     )
-    assert benchmarking._commit() == expected
+    assert _provenance.git_commit() == expected
 
 
 def test_validation_rmse_is_the_kept_epochs_free_run_error_on_the_tail():

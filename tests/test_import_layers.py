@@ -13,6 +13,7 @@ PKG = Path(__file__).resolve().parent.parent / "sysid_msstcn"
 FORBIDDEN = {
     "exceptions": {"*internal*"},
     "_paths": {"*internal*"},
+    "_provenance": {"*internal*", "torch", "sklearn"},
     "config": {"torch", "sklearn", "model", "layers", "training", "estimator"},
     "presets": {"torch", "sklearn", "model", "training", "estimator"},
     "metrics": {"torch", "sklearn", "model", "layers", "training", "estimator"},
