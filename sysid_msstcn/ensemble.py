@@ -22,7 +22,8 @@ from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, clone
 from sklearn.utils import get_tags
 from sklearn.utils.validation import check_is_fitted
 
-from . import _persistence, metrics
+from . import _persistence
+from ._scoring import free_run_r2
 from ._utils import check_random_state_seed
 from .data._validation import as_experiments
 from .estimator import MSSTCNRegressor
@@ -385,15 +386,7 @@ class EnsembleRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         score : float
             R² over ``y[n_init_:]``, averaged over output channels.
         """
-        if sample_weight is not None:
-            raise ValueError("sample_weight is not supported")
-        check_is_fitted(self, "estimators_")
-        data = as_experiments(X, y, allow_no_input=False)
-        n0 = self.n_init_
-        y_pred = self.predict(data.u, [v[:n0] for v in data.y])
-        return float(
-            metrics.r2(data.y, y_pred, n_init=n0, multioutput="uniform_average")
-        )
+        return free_run_r2(self, "estimators_", X, y, sample_weight)
 
     # -- persistence -------------------------------------------------------
     def save(self, path) -> None:

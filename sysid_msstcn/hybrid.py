@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from . import metrics
+from ._scoring import free_run_r2
 from .baselines import ARXRegressor
 from .data._validation import as_experiments, check_consistent_channels
 from .estimator import MSSTCNRegressor
@@ -316,15 +316,7 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         score : float
             R² over ``y[n_init_:]``, averaged over output channels.
         """
-        if sample_weight is not None:
-            raise ValueError("sample_weight is not supported")
-        check_is_fitted(self, "estimator_")
-        data = as_experiments(X, y, allow_no_input=False)
-        n0 = self.n_init_
-        y_pred = self.predict(data.u, [v[:n0] for v in data.y])
-        return float(
-            metrics.r2(data.y, y_pred, n_init=n0, multioutput="uniform_average")
-        )
+        return free_run_r2(self, "estimator_", X, y, sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
