@@ -313,7 +313,9 @@ def evaluate_records(model, records, *, n_samples: int = 0, random_state: int = 
     rows : list of dict
         One per record: ``test_set``, ``rmse`` (reporting units), ``units``,
         ``nrmse``, ``fit_percent``, ``r2``, ``simulate_seconds`` and, with
-        samples, ``coverage_90``, ``crps`` (reporting units).
+        samples, ``coverage_90``, ``crps`` and ``rmse_mc_mean`` (the RMSE of
+        the mean of the Monte Carlo trajectories, sampled latents and
+        outputs fed back; reporting units).
     predictions : list of ndarray
         Simulated outputs per record (original units).
     """
@@ -363,6 +365,11 @@ def evaluate_records(model, records, *, n_samples: int = 0, random_state: int = 
             )
             row["crps"] = float(
                 scale * crps_ensemble(y, sims, n_init=n, multioutput="uniform_average")
+            )
+            # Sampled latents and outputs against the deterministic run above.
+            row["rmse_mc_mean"] = float(
+                scale
+                * rmse(y, sims.mean(axis=0), n_init=n, multioutput="uniform_average")
             )
             row["mc_samples"] = n_samples
         rows.append(row)

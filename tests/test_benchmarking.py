@@ -345,3 +345,36 @@ def test_a_diverged_simulation_is_recorded_not_raised():
     rows, preds = evaluate_records(Exploding(), [ds])
     assert rows[0]["diverged"] is True and rows[0]["rmse"] is None
     assert np.isnan(preds[0]).all()
+
+
+def test_monte_carlo_mean_is_scored_beside_the_deterministic_run():
+    import numpy as np
+
+    from sysid_msstcn.benchmarking import evaluate_records
+    from sysid_msstcn.data import make_io_dataset
+
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(40, 1))
+    offsets = np.array([0.5, -0.1, 0.2])  # three trajectories, mean offset 0.2
+
+    class Known:
+        def predict(self, X, y_init=None):
+            return y + 1.0
+
+        def simulate(self, X, y_init=None, n_samples=1, random_state=None):
+            return y[None] + offsets[:n_samples, None, None]
+
+    ds = make_io_dataset(
+        rng.normal(size=(40, 1)),
+        y,
+        sampling_time=1.0,
+        benchmark="toy",
+        split="test",
+        name="test",
+        n_init=4,
+        report_scale=1e3,
+    )
+    (row,), _ = evaluate_records(Known(), [ds], n_samples=3)
+    assert row["rmse"] == pytest.approx(1e3)
+    assert row["rmse_mc_mean"] == pytest.approx(200.0)
+    assert row["mc_samples"] == 3
