@@ -15,6 +15,8 @@ Usage::
 
     python benchmarks/run_nonlinear.py --budget small
     python benchmarks/run_nonlinear.py --datasets cascaded_tanks ced --budget tiny
+    python benchmarks/run_nonlinear.py --datasets emps --threads 1 &  # runs side
+    python benchmarks/run_nonlinear.py --datasets ced --threads 1 &   # by side
     sysid-msstcn benchmark cascaded_tanks --budget small   # one dataset
 """
 
@@ -154,7 +156,22 @@ def main(argv=None) -> int:
         default=None,
         help="ensemble members fitted at once, in separate processes",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of PyTorch and of numpy's BLAS (default: theirs, one "
+        "per core; give 1 to each of several runs sharing a machine)",
+    )
     args = p.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads must be >= 1, got {args.threads}")
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     budget: str | dict = args.budget

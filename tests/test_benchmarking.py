@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _tiny import TINY_SYSID, tail_free_run_rmse
 
 from sysid_msstcn.baselines import deepsi_available
@@ -61,8 +62,13 @@ def test_linear_residual_budget_runs_ms_stcn_on_the_arx_residual(
     args = ["--datasets", "cascaded_tanks", "--budget", "tiny", "--no-baselines"]
     args += ["--params", '{"linear_residual": true}', "--n-samples", "2"]
     args += ["--data-dir", str(benchmark_data), "--output-dir", str(tmp_path)]
-    script.main([*args, "--device", "cpu"])
+    threads = torch.get_num_threads()
+    try:
+        script.main([*args, "--device", "cpu", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
     res = json.loads((tmp_path / "nonlinear_cascaded_tanks.json").read_text())
+    assert res["hardware"]["torch_threads"] == 1  # --threads, recorded
     (row,) = res["results"]
     assert row["model"] == HYBRID_LABEL and math.isfinite(row["rmse"])
     assert 0.0 <= row["coverage_90"] <= 1.0 and len(res["plots"]) == 2
@@ -378,3 +384,11 @@ def test_monte_carlo_mean_is_scored_beside_the_deterministic_run():
     assert row["rmse"] == pytest.approx(1e3)
     assert row["rmse_mc_mean"] == pytest.approx(200.0)
     assert row["mc_samples"] == 3
+
+
+def test_run_nonlinear_refuses_a_thread_count_below_one(capsys):
+    script = _load("run_nonlinear.py")
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--datasets", "ced", "--threads", "0"])
+    assert exc.value.code == 2
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
