@@ -33,6 +33,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import spearmanr
+
 ROOT = Path(__file__).resolve().parent.parent
 _SEED_FILE = re.compile(r"^nonlinear_(?P<stem>.+)_seed(?P<seed>\d+)\.json$")
 # keys of a model's config that may differ within a family of seeds
@@ -184,8 +186,40 @@ def ensemble_statistics(folder: Path) -> dict:
                 "coverage_90": row.get("coverage_90"),
                 "crps": row.get("crps"),
                 "units": row.get("units"),
+                **_validation_choice(row),
             }
     return out
+
+
+def _validation_choice(row: dict) -> dict:
+    """The member the validation score picks, and how well it ranks them all.
+
+    ``chosen_by_validation``: seed and test RMSE of the member with the
+    lowest ``member_validation_rmse``; ``validation_rho``: Spearman's rank
+    correlation of the members' validation and test RMSE (None with fewer
+    than three members scored on both).
+    """
+    scored = [
+        (v, t, s)
+        for v, t, s in zip(
+            row.get("member_validation_rmse") or [],
+            row["member_rmse"],
+            row.get("member_seeds") or range(len(row["member_rmse"])),
+            strict=False,
+        )
+        if v is not None and t is not None
+    ]
+    if not scored:
+        return {"chosen_by_validation": None, "validation_rho": None}
+    valid, test, seeds = zip(*scored, strict=True)
+    k = min(range(len(valid)), key=valid.__getitem__)
+    rho = None
+    if len(scored) >= 3:
+        rho = float(spearmanr(valid, test).statistic)
+    return {
+        "chosen_by_validation": {"seed": seeds[k], "rmse": test[k]},
+        "validation_rho": rho,
+    }
 
 
 def _ensemble_markdown(ensembles: dict) -> list[str]:
@@ -195,16 +229,20 @@ def _ensemble_markdown(ensembles: dict) -> list[str]:
         "",
         "Runs with `--ensemble K`: the test RMSE of the mean of the members'",
         "free runs beside the members' own, and the coverage of the pooled",
-        "90 % Monte Carlo band.",
+        '90 % Monte Carlo band. "validation picks": the test RMSE of the',
+        "member with the lowest validation score (`member_validation_rmse`),",
+        "with its seed; rho: Spearman's rank correlation of the members'",
+        "validation and test RMSE.",
         "",
         "| run | model | test | members | ensemble RMSE | members: mean (best-worst) |"
-        " beats | 90 % coverage | CRPS |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " beats | validation picks | rho | 90 % coverage | CRPS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for stem, models in ensembles.items():
         for model, per_set in models.items():
             for test_set, e in per_set.items():
                 cov, crps = e["coverage_90"], e["crps"]
+                pick, rho = e.get("chosen_by_validation"), e.get("validation_rho")
                 members = (
                     f"{e['member_mean']:.4g} ({e['member_best']:.4g}-"
                     f"{e['member_worst']:.4g})"
@@ -215,6 +253,14 @@ def _ensemble_markdown(ensembles: dict) -> list[str]:
                     f"| `{stem}` | {model} | {test_set} | {e['n_members']} | "
                     f"{e['rmse']:.4g} | {members} | "
                     f"{e['members_beaten']} of {e['n_members']} | "
+                    + (
+                        "–"
+                        if pick is None
+                        else f"{pick['rmse']:.4g} (seed {pick['seed']})"
+                    )
+                    + " | "
+                    + ("–" if rho is None else f"{rho:.2f}")
+                    + " | "
                     + ("–" if cov is None else f"{cov:.2f}")
                     + " | "
                     + ("–" if crps is None else f"{crps:.4g}")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "simulation_speed.py"
 
@@ -95,7 +97,11 @@ def test_seed_statistics_groups_seed_files_and_reports_their_spread(tmp_path):
 def test_seed_statistics_sets_ensembles_beside_their_members(tmp_path):
     doc = _result(0, [1.0], valid=0.5)
     doc["results"][0].update(
-        ensemble=3, member_seeds=[0, 1, 2], member_rmse=[1.5, 0.9, None], crps=0.4
+        ensemble=3,
+        member_seeds=[0, 1, 2],
+        member_rmse=[1.5, 0.9, None],
+        member_validation_rmse=[0.2, 0.3, 0.1],
+        crps=0.4,
     )
     (tmp_path / "nonlinear_toy_ens3.json").write_text(json.dumps(doc))
     out = tmp_path / "seeds.json"
@@ -108,9 +114,32 @@ def test_seed_statistics_sets_ensembles_beside_their_members(tmp_path):
     assert e["rmse"] == 1.0 and e["member_mean"] == 1.2
     assert (e["member_best"], e["member_worst"]) == (0.9, 1.5)
     assert e["members_beaten"] == 1 and e["members_diverged"] == 1
-    assert "| `toy_ens3` | MS-STCN | test_0 | 3 | 1 | 1.2 (0.9-1.5) | 1 of 3 |" in (
-        out.with_suffix(".md").read_text()
+    # the lowest validation score is seed 0's; seed 2 diverged on the test
+    assert e["chosen_by_validation"] == {"seed": 0, "rmse": 1.5}
+    assert e["validation_rho"] is None  # two members scored on both
+    assert (
+        "| `toy_ens3` | MS-STCN | test_0 | 3 | 1 | 1.2 (0.9-1.5) | 1 of 3 | "
+        "1.5 (seed 0) | – |"
+    ) in out.with_suffix(".md").read_text()
+
+
+def test_seed_statistics_ranks_ensemble_members_by_validation(tmp_path):
+    doc = _result(0, [1.0], valid=0.5)
+    doc["results"][0].update(
+        ensemble=4,
+        member_seeds=[3, 4, 5, 6],
+        member_rmse=[4.0, 2.0, 3.0, 1.0],
+        member_validation_rmse=[0.3, 0.4, 0.1, 0.2],
     )
+    (tmp_path / "nonlinear_toy_ens4.json").write_text(json.dumps(doc))
+    out = tmp_path / "seeds.json"
+    script = ROOT / "benchmarks" / "seed_statistics.py"
+    cmd = [sys.executable, str(script), "--results-dir", str(tmp_path)]
+    subprocess.run([*cmd, "--output", str(out)], check=True, timeout=60)
+    e = json.loads(out.read_text())["ensembles"]["toy_ens4"]["MS-STCN"]["test_0"]
+    assert e["chosen_by_validation"] == {"seed": 5, "rmse": 3.0}
+    # validation ranks 3, 4, 1, 2 against test ranks 4, 2, 3, 1: rho = 0
+    assert e["validation_rho"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_ensemble_throughput_quick(benchmark_data, tmp_path):
