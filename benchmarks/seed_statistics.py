@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 from pathlib import Path
@@ -197,7 +198,7 @@ def _validation_choice(row: dict) -> dict:
     ``chosen_by_validation``: seed and test RMSE of the member with the
     lowest ``member_validation_rmse``; ``validation_rho``: Spearman's rank
     correlation of the members' validation and test RMSE (None with fewer
-    than three members scored on both).
+    than three members scored on both, or when one of the two is constant).
     """
     scored = [
         (v, t, s)
@@ -216,6 +217,7 @@ def _validation_choice(row: dict) -> dict:
     rho = None
     if len(scored) >= 3:
         rho = float(spearmanr(valid, test).statistic)
+        rho = rho if math.isfinite(rho) else None  # tied constant scores
     return {
         "chosen_by_validation": {"seed": seeds[k], "rmse": test[k]},
         "validation_rho": rho,

@@ -140,6 +140,12 @@ def test_seed_statistics_ranks_ensemble_members_by_validation(tmp_path):
     assert e["chosen_by_validation"] == {"seed": 5, "rmse": 3.0}
     # validation ranks 3, 4, 1, 2 against test ranks 4, 2, 3, 1: rho = 0
     assert e["validation_rho"] == pytest.approx(0.0, abs=1e-12)
+    # members that all score alike have no rank correlation
+    doc["results"][0]["member_validation_rmse"] = [0.5] * 4
+    (tmp_path / "nonlinear_toy_ens4.json").write_text(json.dumps(doc))
+    subprocess.run([*cmd, "--output", str(out)], check=True, timeout=60)
+    e = json.loads(out.read_text())["ensembles"]["toy_ens4"]["MS-STCN"]["test_0"]
+    assert e["validation_rho"] is None and e["chosen_by_validation"]["seed"] == 3
 
 
 def test_ensemble_throughput_quick(benchmark_data, tmp_path):
