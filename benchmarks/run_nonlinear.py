@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sysid_msstcn._utils import set_cpu_threads
 from sysid_msstcn.benchmarking import BUDGETS, run_benchmark
 
 DATASETS = ("silverbox", "wiener_hammerstein", "emps", "cascaded_tanks", "ced")
@@ -167,11 +168,7 @@ def main(argv=None) -> int:
     if args.threads is not None:
         if args.threads < 1:
             p.error(f"--threads must be >= 1, got {args.threads}")
-        import torch
-        from threadpoolctl import threadpool_limits
-
-        torch.set_num_threads(args.threads)
-        threadpool_limits(args.threads)
+        set_cpu_threads(args.threads)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     budget: str | dict = args.budget

@@ -1,4 +1,4 @@
-"""Seeding, device resolution and conversion to JSON-friendly values."""
+"""Seeding, devices and CPU threads, and conversion to JSON-friendly values."""
 
 from __future__ import annotations
 
@@ -9,7 +9,27 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["check_random_state_seed", "jsonable", "resolve_device", "seed_everything"]
+__all__ = [
+    "check_random_state_seed",
+    "jsonable",
+    "resolve_device",
+    "seed_everything",
+    "set_cpu_threads",
+]
+
+
+def set_cpu_threads(n: int) -> None:
+    """Use ``n`` CPU threads in PyTorch and in numpy's BLAS (the baselines).
+
+    Parameters
+    ----------
+    n : int
+        Threads, at least 1 (the caller checks and words the error).
+    """
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    threadpool_limits(n)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

@@ -328,36 +328,31 @@ def test_rollout_study_in_the_increment_domain(shared_data, tmp_path):
     assert refs[0]["ARX"] != refs[1]["ARX"]
 
 
-def test_a_diverged_simulation_is_recorded_not_raised():
-    import numpy as np
-
-    from sysid_msstcn.benchmarking import evaluate_records
+def _toy_test_record(u, y, **attrs):
+    """A test record of a made-up benchmark, as the data adapters give it."""
     from sysid_msstcn.data import make_io_dataset
+
+    return make_io_dataset(
+        u, y, sampling_time=1.0, benchmark="toy", split="test", name="test", **attrs
+    )
+
+
+def test_a_diverged_simulation_is_recorded_not_raised():
+    from sysid_msstcn.benchmarking import evaluate_records
 
     class Exploding:
         def predict(self, X, y_init=None):
             return np.full((len(X), 1), np.inf)
 
     rng = np.random.default_rng(0)
-    ds = make_io_dataset(
-        rng.normal(size=(50, 1)),
-        rng.normal(size=(50, 1)),
-        sampling_time=1.0,
-        benchmark="toy",
-        split="test",
-        name="test",
-        n_init=5,
-    )
+    ds = _toy_test_record(rng.normal(size=(50, 1)), rng.normal(size=(50, 1)), n_init=5)
     rows, preds = evaluate_records(Exploding(), [ds])
     assert rows[0]["diverged"] is True and rows[0]["rmse"] is None
     assert np.isnan(preds[0]).all()
 
 
 def test_monte_carlo_mean_is_scored_beside_the_deterministic_run():
-    import numpy as np
-
     from sysid_msstcn.benchmarking import evaluate_records
-    from sysid_msstcn.data import make_io_dataset
 
     rng = np.random.default_rng(1)
     y = rng.normal(size=(40, 1))
@@ -370,16 +365,7 @@ def test_monte_carlo_mean_is_scored_beside_the_deterministic_run():
         def simulate(self, X, y_init=None, n_samples=1, random_state=None):
             return y[None] + offsets[:n_samples, None, None]
 
-    ds = make_io_dataset(
-        rng.normal(size=(40, 1)),
-        y,
-        sampling_time=1.0,
-        benchmark="toy",
-        split="test",
-        name="test",
-        n_init=4,
-        report_scale=1e3,
-    )
+    ds = _toy_test_record(rng.normal(size=(40, 1)), y, n_init=4, report_scale=1e3)
     (row,), _ = evaluate_records(Known(), [ds], n_samples=3)
     assert row["rmse"] == pytest.approx(1e3)
     assert row["rmse_mc_mean"] == pytest.approx(200.0)

@@ -94,6 +94,15 @@ def test_seed_statistics_groups_seed_files_and_reports_their_spread(tmp_path):
     assert bad.returncode != 0 and "share a seed" in bad.stderr
 
 
+def _seed_statistics(folder: Path) -> tuple[dict, str]:
+    """Run seed_statistics.py on ``folder``: its JSON and its Markdown."""
+    out = folder / "seeds.json"
+    script = ROOT / "benchmarks" / "seed_statistics.py"
+    cmd = [sys.executable, str(script), "--results-dir", str(folder)]
+    subprocess.run([*cmd, "--output", str(out)], check=True, timeout=60)
+    return json.loads(out.read_text()), out.with_suffix(".md").read_text()
+
+
 def test_seed_statistics_sets_ensembles_beside_their_members(tmp_path):
     doc = _result(0, [1.0], valid=0.5)
     doc["results"][0].update(
@@ -104,11 +113,7 @@ def test_seed_statistics_sets_ensembles_beside_their_members(tmp_path):
         crps=0.4,
     )
     (tmp_path / "nonlinear_toy_ens3.json").write_text(json.dumps(doc))
-    out = tmp_path / "seeds.json"
-    script = ROOT / "benchmarks" / "seed_statistics.py"
-    cmd = [sys.executable, str(script), "--results-dir", str(tmp_path)]
-    subprocess.run([*cmd, "--output", str(out)], check=True, timeout=60)
-    res = json.loads(out.read_text())
+    res, markdown = _seed_statistics(tmp_path)
     assert res["families"] == {}
     e = res["ensembles"]["toy_ens3"]["MS-STCN"]["test_0"]
     assert e["rmse"] == 1.0 and e["member_mean"] == 1.2
@@ -120,7 +125,7 @@ def test_seed_statistics_sets_ensembles_beside_their_members(tmp_path):
     assert (
         "| `toy_ens3` | MS-STCN | test_0 | 3 | 1 | 1.2 (0.9-1.5) | 1 of 3 | "
         "1.5 (seed 0) | – |"
-    ) in out.with_suffix(".md").read_text()
+    ) in markdown
 
 
 def test_seed_statistics_ranks_ensemble_members_by_validation(tmp_path):
@@ -132,19 +137,14 @@ def test_seed_statistics_ranks_ensemble_members_by_validation(tmp_path):
         member_validation_rmse=[0.3, 0.4, 0.1, 0.2],
     )
     (tmp_path / "nonlinear_toy_ens4.json").write_text(json.dumps(doc))
-    out = tmp_path / "seeds.json"
-    script = ROOT / "benchmarks" / "seed_statistics.py"
-    cmd = [sys.executable, str(script), "--results-dir", str(tmp_path)]
-    subprocess.run([*cmd, "--output", str(out)], check=True, timeout=60)
-    e = json.loads(out.read_text())["ensembles"]["toy_ens4"]["MS-STCN"]["test_0"]
+    e = _seed_statistics(tmp_path)[0]["ensembles"]["toy_ens4"]["MS-STCN"]["test_0"]
     assert e["chosen_by_validation"] == {"seed": 5, "rmse": 3.0}
     # validation ranks 3, 4, 1, 2 against test ranks 4, 2, 3, 1: rho = 0
     assert e["validation_rho"] == pytest.approx(0.0, abs=1e-12)
     # members that all score alike have no rank correlation
     doc["results"][0]["member_validation_rmse"] = [0.5] * 4
     (tmp_path / "nonlinear_toy_ens4.json").write_text(json.dumps(doc))
-    subprocess.run([*cmd, "--output", str(out)], check=True, timeout=60)
-    e = json.loads(out.read_text())["ensembles"]["toy_ens4"]["MS-STCN"]["test_0"]
+    e = _seed_statistics(tmp_path)[0]["ensembles"]["toy_ens4"]["MS-STCN"]["test_0"]
     assert e["validation_rho"] is None and e["chosen_by_validation"]["seed"] == 3
 
 

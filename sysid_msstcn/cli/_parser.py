@@ -229,11 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "threads", None) is not None:
             if args.threads < 1:
                 raise UsageError(f"--threads must be >= 1, got {args.threads}")
-            import torch
-            from threadpoolctl import threadpool_limits
+            from .._utils import set_cpu_threads
 
-            torch.set_num_threads(args.threads)
-            threadpool_limits(args.threads)  # numpy's BLAS (the baselines)
+            set_cpu_threads(args.threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
