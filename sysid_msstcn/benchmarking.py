@@ -127,7 +127,9 @@ TARGETS = {
 # "linear_residual": True makes the MS-STCN entry a LinearResidualRegressor
 # on the benchmark's ARX (label HYBRID_LABEL); "ensemble": K (or
 # {"n_members": K, "n_jobs": J}) makes each MS-STCN entry an
-# EnsembleRegressor of K members with seeds seed, seed + 1, ...
+# EnsembleRegressor of K members with seeds seed, seed + 1, ...; "arx":
+# {"na", "nb", "nk", "integrate"} replaces entries of the benchmark's ARX
+# (the ARX baseline and the linear part of the hybrid alike).
 _FINETUNE = {
     "max_iter": 10,
     "rollout_steps": 64,
@@ -225,7 +227,7 @@ def default_models(
         )
     ensemble = _ensemble_params(params.pop("ensemble", None))
     orders = _ORDERS.get(name, {"arx": (4, 4, 0), "narx": (2, 4, 4)})
-    na, nb, nk = orders["arx"]
+    arx_params = _arx_params(orders["arx"], params.pop("arx", None))
     models: dict[str, Any] = {}
     if hybrid in (False, "both"):
         models["MS-STCN"] = MSSTCNRegressor(
@@ -233,7 +235,7 @@ def default_models(
         )
     if hybrid in (True, "both"):
         net = MSSTCNRegressor(random_state=random_state, device=device, **params)
-        arx = ARXRegressor(na=na, nb=nb, nk=nk)
+        arx = ARXRegressor(**arx_params)
         models[HYBRID_LABEL] = LinearResidualRegressor(net, arx)
     if ensemble:
         for label in list(models):
@@ -242,7 +244,7 @@ def default_models(
             )
     if baselines:
         degree, ylag, xlag = orders["narx"]
-        models["ARX"] = ARXRegressor(na=na, nb=nb, nk=nk)
+        models["ARX"] = ARXRegressor(**arx_params)
         models["polynomial NARX"] = PolynomialNARXRegressor(
             degree=degree, ylag=ylag, xlag=xlag
         )
@@ -267,6 +269,19 @@ def default_models(
             **subnet_budget,
         )
     return models
+
+
+def _arx_params(orders: tuple, value: Any) -> dict[str, Any]:
+    """``ARXRegressor`` parameters: the benchmark's orders, a budget's ``arx``."""
+    params: dict[str, Any] = dict(zip(("na", "nb", "nk"), orders, strict=True))
+    if value is None:
+        return params
+    if not isinstance(value, dict) or set(value) - {"na", "nb", "nk", "integrate"}:
+        raise ValueError(
+            "arx must be a dict of na, nb, nk and integrate (ARXRegressor "
+            f"parameters), got {value!r}"
+        )
+    return {**params, **value}
 
 
 def _ensemble_params(value: Any) -> dict[str, Any] | None:

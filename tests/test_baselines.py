@@ -121,6 +121,37 @@ def test_arx_several_experiments_no_boundary_leak():
         np.testing.assert_allclose(p, y, atol=1e-8)
 
 
+def test_arx_integrate_recovers_an_integrating_system_exactly():
+    # dy(t) = 0.8 dy(t-1) + 0.3 u(t-1) + 0.01, y(t) = y(t-1) + dy(t): an ARIX
+    rng = np.random.default_rng(5)
+    u = rng.normal(size=(300, 1))
+    A_out = np.array([[[1.8]], [[-0.8]]])  # (1 - 0.8 q^-1)(1 - q^-1)
+    y = simulate_arx(u, A_out, np.array([[[0.3]]]), nk=1, c=np.array([0.01]))
+    y += 4.0  # an offset the pole at 1 carries along
+    model = ARXRegressor(na=1, nb=1, nk=1, integrate=True).fit(u, y)
+    assert model.n_init_ == 2
+    np.testing.assert_allclose(model.ar_coef_, A_out, atol=1e-9)
+    np.testing.assert_allclose(model.x_coef_, [[[0.3]]], atol=1e-9)
+    np.testing.assert_allclose(model.intercept_, [0.01], atol=1e-9)
+    np.testing.assert_allclose(model.predict(u, y[:2]), y, atol=1e-7)
+
+
+def test_arx_integrate_equals_arx_of_the_increments_summed():
+    rng = np.random.default_rng(6)
+    u = rng.normal(size=(400, 2))
+    v = np.zeros((400, 1))
+    for t in range(1, 400):
+        v[t] = 0.7 * v[t - 1] + 0.2 * np.tanh(u[t - 1, :1]) - 0.1 * u[t - 1, 1:]
+    y = np.cumsum(v, axis=0) + 0.01 * rng.normal(size=(400, 1))
+    arix = ARXRegressor(na=2, nb=2, nk=1, integrate=True).fit(u, y)
+    inc = ARXRegressor(na=2, nb=2, nk=1).fit(u[1:], np.diff(y, axis=0))
+    dy = inc.predict(u[1:], np.diff(y[:4], axis=0))
+    y_sum = np.concatenate([y[:1], y[:1] + np.cumsum(dy, axis=0)])
+    np.testing.assert_allclose(arix.predict(u, y[:4]), y_sum, rtol=1e-8, atol=1e-9)
+    with pytest.raises(ValueError, match="integrate must be a bool"):
+        ARXRegressor(integrate="yes").fit(u, y)
+
+
 # ---------------------------------------------------------- shared protocol
 @pytest.mark.parametrize("est", make_estimators(), ids=lambda e: type(e).__name__)
 def test_y_init_returned_unchanged_and_shapes(est, siso):

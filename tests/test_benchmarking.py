@@ -12,7 +12,7 @@ import pytest
 import torch
 from _tiny import TINY_SYSID, tail_free_run_rmse
 
-from sysid_msstcn.baselines import deepsi_available
+from sysid_msstcn.baselines import ARXRegressor, deepsi_available
 from sysid_msstcn.benchmarking import BUDGETS, PUBLISHED, TARGETS, run_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +91,21 @@ def test_linear_residual_takes_true_false_or_both():
         default_models("ced", {"linear_residual": "yes"})
     both = default_models("ced", {"linear_residual": "both"}, baselines=False)
     assert list(both) == ["MS-STCN", "MS-STCN + ARX"]
+
+
+def test_budget_arx_entry_reaches_the_baseline_and_the_hybrid():
+    from sysid_msstcn.benchmarking import default_models
+
+    models = default_models(
+        "emps", {"linear_residual": True, "arx": {"integrate": True, "na": 3}}
+    )
+    for arx in (models["ARX"], models["MS-STCN + ARX"].linear):
+        assert arx.get_params() == {
+            **ARXRegressor().get_params(),
+            **{"na": 3, "nb": 2, "nk": 1, "integrate": True},
+        }
+    with pytest.raises(ValueError, match="arx must be a dict of na, nb, nk and"):
+        default_models("emps", {"arx": {"order": 3}})
 
 
 def test_both_variants_record_the_validation_choice(benchmark_data):

@@ -31,10 +31,18 @@ class ARXRegressor(_SimulationBase):
     normalize : bool, default=True
         Standardise inputs and outputs before the least-squares fit (the
         coefficients are reported in the original units).
+    integrate : bool, default=False
+        Fix a pole at 1 (an ARIX model): the ARX of orders ``(na, nb, nk)``
+        is fitted to the increments ``y(t) - y(t-1)`` and the outputs are
+        their sum, ``y(t) = y(t-1) + dy(t)``. For outputs that integrate
+        their inputs (a position driven by a force, EMPS), where a least
+        squares fit on the outputs themselves misplaces the integrator. The
+        fitted model is reported in the output domain: ``ar_coef_`` then has
+        ``na + 1`` lags, the polynomial ``A(q)`` times ``1 - q^-1``.
 
     Attributes
     ----------
-    ar_coef_ : ndarray of shape (na, n_y, n_y)
+    ar_coef_ : ndarray of shape (na, n_y, n_y), or (na + 1, n_y, n_y) with ``integrate``
         ``A_i`` (regression sign convention: ``y(t) = A_1 y(t-1) + ...``).
     x_coef_ : ndarray of shape (nb, n_y, n_u)
         ``B_j``, the coefficient of ``u(t - nk - j)``.
@@ -48,7 +56,8 @@ class ARXRegressor(_SimulationBase):
     ss_matrices_ : tuple of ndarray
         The matrices ``(A, B, C, D)`` of ``system_``.
     n_init_ : int
-        Largest lag ``max(na, nk + nb - 1)``: the warm-up length.
+        Largest lag ``max(na, nk + nb - 1)`` (``na + 1`` in place of ``na``
+        with ``integrate``): the warm-up length.
     n_features_in_, n_outputs_ : int
         Number of input and output channels.
     x_mean_, x_scale_, y_mean_, y_scale_ : ndarray
@@ -69,21 +78,28 @@ class ARXRegressor(_SimulationBase):
         *,
         fit_intercept: bool = True,
         normalize: bool = True,
+        integrate: bool = False,
     ) -> None:
         self.na = na
         self.nb = nb
         self.nk = nk
         self.fit_intercept = fit_intercept
         self.normalize = normalize
+        self.integrate = integrate
 
     def _max_lag(self) -> int:
         na = _check_int("na", self.na, 1)
         nb = _check_int("nb", self.nb, 1)
         nk = _check_int("nk", self.nk, 0)
-        return max(na, nk + nb - 1)
+        if not isinstance(self.integrate, (bool, np.bool_)):
+            raise ValueError(f"integrate must be a bool, got {self.integrate!r}")
+        return max(na + bool(self.integrate), nk + nb - 1)
 
     def _fit_normalized(self, us: list[np.ndarray], ys: list[np.ndarray]) -> None:
         na, nb, nk = self.na, self.nb, self.nk
+        if self.integrate:  # the ARX of the increments dy(t) = y(t) - y(t-1)
+            us = [u[1:] for u in us]
+            ys = [np.diff(y, axis=0) for y in ys]
         parts = [_lag_matrix(u, y, na, nb, nk) for u, y in zip(us, ys, strict=True)]
         phi = np.vstack([p[0] for p in parts])
         target = np.vstack([p[1] for p in parts])
@@ -96,6 +112,10 @@ class ARXRegressor(_SimulationBase):
         b_n = theta[na * n_y : na * n_y + nb * n_u].T.reshape(n_y, nb, n_u)
         b_n = b_n.transpose(1, 0, 2)
         c_n = theta[-1] if self.fit_intercept else np.zeros(n_y)
+        if self.integrate:  # A(q) (1 - q^-1): the output-domain lags, na + 1
+            a_n = np.concatenate([a_n, np.zeros((1, n_y, n_y))])
+            a_n[1:] -= a_n[:-1].copy()
+            a_n[0] += np.eye(n_y)
         # back to original units: y = my + Sy y_n, u = mu + Su u_n
         self.ar_coef_ = sy[None, :, None] * a_n / sy[None, None, :]
         self.x_coef_ = sy[None, :, None] * b_n / su[None, None, :]
@@ -118,7 +138,7 @@ class ARXRegressor(_SimulationBase):
         return control.ss(*self.ss_matrices_, True)
 
     def _state_space(self) -> tuple[np.ndarray, ...]:
-        na, nb, nk = self.na, self.nb, self.nk
+        na, nb, nk = self.ar_coef_.shape[0], self.nb, self.nk
         n_y, n_u = self.n_outputs_, self.n_features_in_
         d = nk + nb - 1  # largest input lag; lags 1..d are states
         n_x = na * n_y + d * n_u
@@ -146,7 +166,7 @@ class ARXRegressor(_SimulationBase):
         if n < T:
             d = self.nk + self.nb - 1
             x0 = np.concatenate(
-                [y_head[n - i] for i in range(1, self.na + 1)]
+                [y_head[n - i] for i in range(1, self.ar_coef_.shape[0] + 1)]
                 + [u[n - i] for i in range(1, d + 1)]
             )
             v = np.hstack([u[n:], np.ones((T - n, 1))]).T
