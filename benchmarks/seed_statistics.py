@@ -107,7 +107,9 @@ def family_statistics(paths: list[Path]) -> dict:
         ``rmse``, ``validation_rmse`` (lists in seed order), ``mean``,
         ``std`` (sample standard deviation), ``median``, ``min``, ``max``,
         ``n`` and, where every run has a validation score,
-        ``chosen_by_validation`` (seed and its test RMSE).
+        ``chosen_by_validation`` (seed and its test RMSE); likewise
+        ``train_rmse`` (the free run of the training records) and
+        ``chosen_by_training``.
     """
     docs = [json.loads(p.read_text()) for p in paths]
     order = sorted(range(len(docs)), key=lambda i: docs[i]["seed"])
@@ -130,9 +132,11 @@ def family_statistics(paths: list[Path]) -> dict:
             ]
             rmse = [r["rmse"] for r in rows]
             valid = [r.get("validation_rmse") for r in rows]
+            train = [r.get("train_rmse") for r in rows]
             entry = {
                 "rmse": rmse,
                 "validation_rmse": valid,
+                "train_rmse": train,
                 "mean": statistics.fmean(rmse),
                 "std": statistics.stdev(rmse) if len(rmse) > 1 else None,
                 "median": statistics.median(rmse),
@@ -147,6 +151,9 @@ def family_statistics(paths: list[Path]) -> dict:
                     "seed": seeds[best],
                     "rmse": rmse[best],
                 }
+            if all(v is not None for v in train):
+                best = min(range(len(train)), key=train.__getitem__)
+                entry["chosen_by_training"] = {"seed": seeds[best], "rmse": rmse[best]}
             per_set[test_set] = entry
         models[model] = per_set
     configs = [{k: v for k, v in d["config"].items() if "MS-STCN" in k} for d in docs]
@@ -193,17 +200,31 @@ def ensemble_statistics(folder: Path) -> dict:
 
 
 def _validation_choice(row: dict) -> dict:
-    """The member the validation score picks, and how well it ranks them all.
+    """The members two test-free scores pick, and how well they rank them all.
 
     ``chosen_by_validation``: seed and test RMSE of the member with the
     lowest ``member_validation_rmse``; ``validation_rho``: Spearman's rank
     correlation of the members' validation and test RMSE (None with fewer
     than three members scored on both, or when one of the two is constant).
+    ``chosen_by_training`` and ``training_rho``: the same for
+    ``member_train_rmse``, the free run of the training records (rows of
+    older runs lack it: None).
     """
+    out = {}
+    for name, key in (
+        ("validation", "member_validation_rmse"),
+        ("training", "member_train_rmse"),
+    ):
+        pick, rho = _choice(row.get(key) or [], row)
+        out[f"chosen_by_{name}"], out[f"{name}_rho"] = pick, rho
+    return out
+
+
+def _choice(scores: list, row: dict) -> tuple[dict | None, float | None]:
     scored = [
         (v, t, s)
         for v, t, s in zip(
-            row.get("member_validation_rmse") or [],
+            scores,
             row["member_rmse"],
             row.get("member_seeds") or range(len(row["member_rmse"])),
             strict=False,
@@ -211,17 +232,14 @@ def _validation_choice(row: dict) -> dict:
         if v is not None and t is not None
     ]
     if not scored:
-        return {"chosen_by_validation": None, "validation_rho": None}
+        return None, None
     valid, test, seeds = zip(*scored, strict=True)
     k = min(range(len(valid)), key=valid.__getitem__)
     rho = None
     if len(scored) >= 3:
         rho = float(spearmanr(valid, test).statistic)
         rho = rho if math.isfinite(rho) else None  # tied constant scores
-    return {
-        "chosen_by_validation": {"seed": seeds[k], "rmse": test[k]},
-        "validation_rho": rho,
-    }
+    return {"seed": seeds[k], "rmse": test[k]}, rho
 
 
 def _ensemble_markdown(ensembles: dict) -> list[str]:
@@ -234,17 +252,23 @@ def _ensemble_markdown(ensembles: dict) -> list[str]:
         '90 % Monte Carlo band. "validation picks": the test RMSE of the',
         "member with the lowest validation score (`member_validation_rmse`),",
         "with its seed; rho: Spearman's rank correlation of the members'",
-        "validation and test RMSE.",
+        'validation and test RMSE. "training picks" and its rho: the same for',
+        "the free run of the training records (`member_train_rmse`; runs",
+        "before the tenth session did not record it).",
         "",
         "| run | model | test | members | ensemble RMSE | members: mean (best-worst) |"
-        " beats | validation picks | rho | 90 % coverage | CRPS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " beats | validation picks | rho | training picks | rho |"
+        " 90 % coverage | CRPS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for stem, models in ensembles.items():
         for model, per_set in models.items():
             for test_set, e in per_set.items():
                 cov, crps = e["coverage_90"], e["crps"]
-                pick, rho = e.get("chosen_by_validation"), e.get("validation_rho")
+                picks = [
+                    _pick(e.get(f"chosen_by_{n}"), e.get(f"{n}_rho"))
+                    for n in ("validation", "training")
+                ]
                 members = (
                     f"{e['member_mean']:.4g} ({e['member_best']:.4g}-"
                     f"{e['member_worst']:.4g})"
@@ -255,13 +279,7 @@ def _ensemble_markdown(ensembles: dict) -> list[str]:
                     f"| `{stem}` | {model} | {test_set} | {e['n_members']} | "
                     f"{e['rmse']:.4g} | {members} | "
                     f"{e['members_beaten']} of {e['n_members']} | "
-                    + (
-                        "–"
-                        if pick is None
-                        else f"{pick['rmse']:.4g} (seed {pick['seed']})"
-                    )
-                    + " | "
-                    + ("–" if rho is None else f"{rho:.2f}")
+                    + " | ".join(picks)
                     + " | "
                     + ("–" if cov is None else f"{cov:.2f}")
                     + " | "
@@ -271,6 +289,12 @@ def _ensemble_markdown(ensembles: dict) -> list[str]:
     return lines
 
 
+def _pick(pick: dict | None, rho: float | None) -> str:
+    """Two table cells: the picked member's test RMSE and seed, and rho."""
+    cell = "–" if pick is None else f"{pick['rmse']:.4g} (seed {pick['seed']})"
+    return cell + " | " + ("–" if rho is None else f"{rho:.2f}")
+
+
 def _markdown(result: dict) -> str:
     lines = [
         "# Seed statistics",
@@ -278,17 +302,19 @@ def _markdown(result: dict) -> str:
         "Written by `benchmarks/seed_statistics.py` from the families of",
         "`nonlinear_<name>_seed<N>.json` result files (with their seed-0 file",
         "`nonlinear_<name>.json`). Test RMSE in the benchmark's units; s.d. is",
-        "the sample standard deviation; the last column is the seed that the",
-        "validation score would pick and its test RMSE.",
+        "the sample standard deviation; the last columns are the seeds that the",
+        "validation score and the free run of the training records would pick,",
+        "with their test RMSE.",
         "",
         "| family | model | test | seeds | RMSE per seed | mean | s.d. | median |"
-        " chosen by validation |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " chosen by validation | chosen by training free run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for stem, fam in result["families"].items():
         for model, per_set in fam["models"].items():
             for test_set, e in per_set.items():
                 chosen = e.get("chosen_by_validation")
+                by_train = e.get("chosen_by_training")
                 lines.append(
                     f"| `{stem}` | {model} | {test_set} | {e['n']} | "
                     + ", ".join(f"{v:.4g}" for v in e["rmse"])
@@ -298,6 +324,12 @@ def _markdown(result: dict) -> str:
                     + (
                         f"seed {chosen['seed']}: {chosen['rmse']:.4g}"
                         if chosen
+                        else "–"
+                    )
+                    + " | "
+                    + (
+                        f"seed {by_train['seed']}: {by_train['rmse']:.4g}"
+                        if by_train
                         else "–"
                     )
                     + " |"

@@ -9,13 +9,17 @@ Wiener-Hammerstein, mm for EMPS, raw for Cascaded Tanks and CED).
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from typing import Any
 
 import numpy as np
 
+from ._benchmark_eval import (
+    evaluate_records,
+    hardware_info,
+    training_rmse,
+    validation_rmse,
+)
 from ._provenance import git_commit as _commit
 from .baselines import (
     ARXRegressor,
@@ -28,7 +32,6 @@ from .data.benchmarks import io_arrays, load_benchmark
 from .ensemble import EnsembleRegressor
 from .estimator import MSSTCNRegressor
 from .hybrid import LinearResidualRegressor
-from .metrics import crps_ensemble, fit_index, interval_coverage, nrmse, r2, rmse
 
 __all__ = [
     "BUDGETS",
@@ -39,6 +42,7 @@ __all__ = [
     "evaluate_records",
     "hardware_info",
     "run_benchmark",
+    "training_rmse",
     "validation_rmse",
 ]
 
@@ -309,115 +313,6 @@ def _budget_params(budget: str | dict) -> dict[str, Any]:
     return dict(budget)
 
 
-def evaluate_records(model, records, *, n_samples: int = 0, random_state: int = 0):
-    """Simulate every test record from u and y[:n_init]; compute the metrics.
-
-    Parameters
-    ----------
-    model : fitted estimator with ``predict(X, y_init)``
-    records : list of xarray.Dataset
-        Test records of the data adapters (attrs ``n_init``,
-        ``report_scale``, ``report_units``, ``name``).
-    n_samples : int, default=0
-        Monte Carlo trajectories for probabilistic metrics (MS-STCN only;
-        0 skips them).
-    random_state : int, default=0
-
-    Returns
-    -------
-    rows : list of dict
-        One per record: ``test_set``, ``rmse`` (reporting units), ``units``,
-        ``nrmse``, ``fit_percent``, ``r2``, ``simulate_seconds`` and, with
-        samples, ``coverage_90``, ``crps`` and ``rmse_mc_mean`` (the RMSE of
-        the mean of the Monte Carlo trajectories, sampled latents and
-        outputs fed back; reporting units).
-    predictions : list of ndarray
-        Simulated outputs per record (original units).
-    """
-    rows, preds = [], []
-    for ds in records:
-        u, y = io_arrays(ds)
-        n = int(ds.attrs.get("n_init", 0))
-        scale = float(ds.attrs.get("report_scale", 1.0))
-        t0 = time.perf_counter()
-        p = np.asarray(model.predict(u, y_init=y[:n])).reshape(y.shape)
-        if not np.all(np.isfinite(p)):  # a diverged simulation is a result too
-            rows.append(
-                {
-                    "test_set": ds.attrs.get("name", "test"),
-                    "n_samples": int(y.shape[0]),
-                    "n_init": n,
-                    "rmse": None,
-                    "units": ds.attrs.get("report_units", ""),
-                    "diverged": True,
-                    "simulate_seconds": time.perf_counter() - t0,
-                }
-            )
-            preds.append(np.where(np.isfinite(p), p, np.nan))
-            continue
-        row = {
-            "test_set": ds.attrs.get("name", "test"),
-            "n_samples": int(y.shape[0]),
-            "n_init": n,
-            "rmse": float(scale * rmse(y, p, n_init=n, multioutput="uniform_average")),
-            "units": ds.attrs.get("report_units", ""),
-            "nrmse": float(nrmse(y, p, n_init=n, multioutput="uniform_average")),
-            "fit_percent": float(
-                fit_index(y, p, n_init=n, multioutput="uniform_average")
-            ),
-            "r2": float(r2(y, p, n_init=n, multioutput="uniform_average")),
-            "simulate_seconds": time.perf_counter() - t0,
-        }
-        if n_samples and hasattr(model, "simulate"):
-            sims = np.asarray(
-                model.simulate(
-                    u, y_init=y[:n], n_samples=n_samples, random_state=random_state
-                )
-            ).reshape((n_samples, *y.shape))
-            lo, hi = np.quantile(sims, [0.05, 0.95], axis=0)
-            row["coverage_90"] = float(
-                interval_coverage(y, lo, hi, n_init=n, multioutput="uniform_average")
-            )
-            row["crps"] = float(
-                scale * crps_ensemble(y, sims, n_init=n, multioutput="uniform_average")
-            )
-            # Sampled latents and outputs against the deterministic run above.
-            row["rmse_mc_mean"] = float(
-                scale
-                * rmse(y, sims.mean(axis=0), n_init=n, multioutput="uniform_average")
-            )
-            row["mc_samples"] = n_samples
-        rows.append(row)
-        preds.append(p)
-    return rows, preds
-
-
-def hardware_info(device: str | None = None) -> dict:
-    """Machine facts recorded with every result."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": device or "cpu",
-    }
-    if device and str(device).startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def run_benchmark(
     name: str,
     *,
@@ -467,6 +362,9 @@ def run_benchmark(
         member's own test RMSE); for MS-STCN members ``epochs`` and
         ``best_epoch`` are per member, ``member_validation_rmse`` gives
         their validation scores and ``validation_rmse`` is their mean.
+        MS-STCN rows have ``train_rmse``, the free-run RMSE of the training
+        records from their first ``n_init`` outputs (:func:`training_rmse`),
+        and ensemble rows ``member_train_rmse``, each member's.
     """
     commit = _commit()  # of the code that runs, before a long fit
     train, test = load_benchmark(name, data_dir=data_dir)
@@ -523,6 +421,12 @@ def run_benchmark(
         # in the benchmark's reporting units; an ensemble's is its members' mean
         report = float(test[0].attrs.get("report_scale", 1.0))
         val = None if None in vals else report * float(np.mean(vals))
+        if is_msstcn:  # the free run of the training records, a test-free score
+            warm = {"n_init": int(test[0].attrs.get("n_init", 0))}
+            warm["report_scale"] = report
+            train_rmse = training_rmse(model, train, **warm)
+            if ens:
+                member_train = [training_rmse(m, train, **warm) for m in members]
         if ens:
             member_rows = [evaluate_records(m, test)[0] for m in members]
         for k, row in enumerate(rows):
@@ -532,6 +436,7 @@ def run_benchmark(
                 row["best_epoch"] = net.best_epoch_
                 row["stage_seconds"] = stages
                 row["validation_rmse"] = val
+                row["train_rmse"] = train_rmse
             if ens:
                 row["ensemble"] = len(members)
                 row["member_seeds"] = list(model.seeds_)
@@ -542,6 +447,7 @@ def run_benchmark(
                 row["member_validation_rmse"] = [
                     None if v is None else report * v for v in vals
                 ]
+                row["member_train_rmse"] = member_train
             results.append(row)
         if ens:
             configs[label]["ensemble"] = {
@@ -585,31 +491,6 @@ def run_benchmark(
         out["models"] = fitted
         out["test_records"] = test
     return out
-
-
-def validation_rmse(model: MSSTCNRegressor) -> float | None:
-    """Free-run RMSE of the kept epoch on the validation tails, output units.
-
-    The score early stopping selected the weights by
-    (``early_stopping_metric="simulation"``), converted from normalised to
-    output units (for several outputs, with the root mean square of their
-    scales). None when it was not recorded (no validation tail, or the ELBO
-    as the metric).
-
-    Parameters
-    ----------
-    model : MSSTCNRegressor
-        A fitted estimator.
-
-    Returns
-    -------
-    float or None
-    """
-    for row in model.history_:
-        if row.get("epoch") == model.best_epoch_ and "val_sim_rmse" in row:
-            scale = np.asarray(model.y_scaler_.scale_) if model.normalize else 1.0
-            return float(row["val_sim_rmse"] * np.sqrt(np.mean(np.square(scale))))
-    return None
 
 
 def _plain(value):

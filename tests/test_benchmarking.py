@@ -121,6 +121,7 @@ def test_both_variants_record_the_validation_choice(benchmark_data):
     scores = {}
     for r in res["results"]:
         assert r["validation_rmse"] > 0 and len(r["stage_seconds"]) == 2
+        assert r["train_rmse"] > 0  # the free run of the training records
         scores.setdefault(r["model"], set()).add(r["validation_rmse"])
     assert set(scores) == {"MS-STCN", "MS-STCN + ARX"}
     assert all(len(v) == 1 for v in scores.values())  # one score per model
@@ -148,6 +149,9 @@ def test_ensemble_budget_runs_every_member_through_both_stages(
         assert row["epochs"] == [BUDGETS["tiny"]["max_iter"] + finetune["max_iter"]] * 2
         vals = row["member_validation_rmse"]
         assert row["validation_rmse"] == pytest.approx(np.mean(vals))
+        assert len(row["member_train_rmse"]) == 2
+        assert all(v > 0 for v in row["member_train_rmse"])
+        assert row["train_rmse"] > 0  # the ensemble's own free run
     config = res["config"][HYBRID_LABEL]
     assert config["ensemble"]["seeds"] == [3, 4]
     assert config["estimator"]["random_state"] == 3  # the first member's
@@ -168,6 +172,7 @@ def test_an_ensemble_of_baselines_reports_its_members(benchmark_data):
     for row in res["results"]:
         assert row["ensemble"] == 2 and len(row["member_rmse"]) == 2
         assert "member_validation_rmse" not in row and "epochs" not in row
+        assert "train_rmse" not in row and "member_train_rmse" not in row
     assert res["config"]["MLP x2"]["ensemble"]["seeds"] == [0, 1]
 
 
@@ -393,3 +398,31 @@ def test_run_nonlinear_refuses_a_thread_count_below_one(capsys):
         script.main(["--datasets", "ced", "--threads", "0"])
     assert exc.value.code == 2
     assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_training_rmse_pools_the_records_after_their_warm_up():
+    """Errors 1 and 2 on records of 100 and 300 samples, warm-up 10 (whose
+    error is ignored): the pooled RMSE is sqrt((90 * 1 + 290 * 4) / 380)."""
+    from sysid_msstcn.benchmarking import training_rmse
+
+    class FromInput:  # simulates u: the record's error is u - y
+        def predict(self, X, y_init=None):
+            assert len(y_init) == 10
+            return X[:, :1]
+
+    rng = np.random.default_rng(2)
+    records = []
+    for n, err in ((100, 1.0), (300, -2.0)):
+        y = rng.normal(size=(n, 1))
+        u = y + err
+        u[:10] += 50.0  # the warm-up does not count
+        records.append(_toy_test_record(u, y))
+    expected = 1e3 * math.sqrt((90 * 1.0 + 290 * 4.0) / 380)
+    got = training_rmse(FromInput(), records, n_init=10, report_scale=1e3)
+    assert got == pytest.approx(expected)
+
+    class Exploding:
+        def predict(self, X, y_init=None):
+            return np.full((len(X), 1), np.nan)
+
+    assert training_rmse(Exploding(), records, n_init=10, report_scale=1.0) is None

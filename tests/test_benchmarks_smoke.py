@@ -43,10 +43,12 @@ def test_simulation_speed_quick_writes_the_result_json(tmp_path):
     assert summ["agreement_max_abs_diff"] < 1e-4
 
 
-def _result(seed: int, rmse: list[float], valid: float, max_time=None) -> dict:
+def _result(
+    seed: int, rmse: list[float], valid: float, max_time=None, train=None
+) -> dict:
     rows = [
         {"model": "MS-STCN", "test_set": f"test_{i}", "rmse": r, "units": "V"}
-        | {"validation_rmse": valid}
+        | {"validation_rmse": valid, "train_rmse": train}
         for i, r in enumerate(rmse)
     ]
     rows.append({"model": "ARX", "test_set": "test_0", "rmse": 9.0})
@@ -61,9 +63,11 @@ def _result(seed: int, rmse: list[float], valid: float, max_time=None) -> dict:
 
 def test_seed_statistics_groups_seed_files_and_reports_their_spread(tmp_path):
     files = {
-        "nonlinear_toy_a.json": _result(0, [1.0, 10.0], valid=0.5),
-        "nonlinear_toy_a_seed1.json": _result(1, [2.0, 20.0], valid=0.2),
-        "nonlinear_toy_a_seed2.json": _result(2, [6.0, 30.0], valid=0.9, max_time=60),
+        "nonlinear_toy_a.json": _result(0, [1.0, 10.0], valid=0.5, train=0.3),
+        "nonlinear_toy_a_seed1.json": _result(1, [2.0, 20.0], valid=0.2, train=0.4),
+        "nonlinear_toy_a_seed2.json": _result(
+            2, [6.0, 30.0], valid=0.9, max_time=60, train=0.1
+        ),
         "nonlinear_toy_b.json": _result(0, [5.0], valid=0.1),  # no seeds: no family
     }
     for name, doc in files.items():
@@ -83,9 +87,13 @@ def test_seed_statistics_groups_seed_files_and_reports_their_spread(tmp_path):
     assert first["median"] == 2.0 and abs(first["std"] - 7**0.5) < 1e-12
     # the lowest validation score is seed 1's, whatever its test RMSE
     assert first["chosen_by_validation"] == {"seed": 1, "rmse": 2.0}
+    # and the training records' free run picks seed 2
+    assert first["chosen_by_training"] == {"seed": 2, "rmse": 6.0}
     assert fam["models"]["MS-STCN"]["test_1"]["mean"] == 20.0
     assert "ARX" not in fam["models"]
-    assert "| `toy_a` | MS-STCN | test_0 | 3 |" in out.with_suffix(".md").read_text()
+    markdown = out.with_suffix(".md").read_text()
+    assert "| `toy_a` | MS-STCN | test_0 | 3 |" in markdown
+    assert "| seed 1: 2 | seed 2: 6 |" in markdown
     # two files with one seed are refused, naming the seeds
     (tmp_path / "nonlinear_toy_a_seed3.json").write_text(
         json.dumps(_result(1, [0, 0], 1))
@@ -135,12 +143,18 @@ def test_seed_statistics_ranks_ensemble_members_by_validation(tmp_path):
         member_seeds=[3, 4, 5, 6],
         member_rmse=[4.0, 2.0, 3.0, 1.0],
         member_validation_rmse=[0.3, 0.4, 0.1, 0.2],
+        member_train_rmse=[0.9, 0.5, 0.7, 0.1],
     )
     (tmp_path / "nonlinear_toy_ens4.json").write_text(json.dumps(doc))
-    e = _seed_statistics(tmp_path)[0]["ensembles"]["toy_ens4"]["MS-STCN"]["test_0"]
+    res, markdown = _seed_statistics(tmp_path)
+    e = res["ensembles"]["toy_ens4"]["MS-STCN"]["test_0"]
     assert e["chosen_by_validation"] == {"seed": 5, "rmse": 3.0}
     # validation ranks 3, 4, 1, 2 against test ranks 4, 2, 3, 1: rho = 0
     assert e["validation_rho"] == pytest.approx(0.0, abs=1e-12)
+    # the training free run ranks them as the test does
+    assert e["chosen_by_training"] == {"seed": 6, "rmse": 1.0}
+    assert e["training_rho"] == pytest.approx(1.0)
+    assert "| 3 (seed 5) | 0.00 | 1 (seed 6) | 1.00 |" in markdown
     # members that all score alike have no rank correlation
     doc["results"][0]["member_validation_rmse"] = [0.5] * 4
     (tmp_path / "nonlinear_toy_ens4.json").write_text(json.dumps(doc))
