@@ -305,7 +305,8 @@ class _TrainingMixin:
             if parallel is not None:
                 entry = _broadcast(entry, parallel)
             if math.isfinite(entry):
-                best = (entry, best[1], self.n_iter_)
+                # the entry weights are those the previous fit kept
+                best = (entry, best[1], self.best_epoch_)
         good = trainer.snapshot()
         no_improve, rollbacks = 0, 0
         bar = progress(self.max_iter, self.verbose if main else 0)

@@ -282,12 +282,38 @@ def test_fine_tuning_that_only_hurts_keeps_the_entry_weights():
     u, y = _system()
     est = MSSTCNRegressor(**TINY_ESTIMATOR, random_state=0).fit(u, y)
     entry = {k: v.clone() for k, v in est.model_.state_dict().items()}
-    n_before = est.n_iter_
+    n_before, kept_before = est.n_iter_, est.best_epoch_
     # a learning rate that makes the simulation worse in one epoch
     est.set_params(warm_start=True, learning_rate=0.05, max_iter=1).fit(u, y)
     assert est.n_iter_ == n_before + 1 and not est.history_events_
     assert est.history_[-1]["val_sim_rmse"] > est.history_[-2]["val_sim_rmse"]
-    assert est.best_epoch_ == n_before
+    # the kept epoch is the one the first fit kept, not the last one it ran
+    assert est.best_epoch_ == kept_before
+    for key, value in est.model_.state_dict().items():
+        torch.testing.assert_close(value, entry[key], rtol=0, atol=0)
+
+
+def test_fine_tuning_twice_names_the_epoch_whose_weights_are_kept():
+    """Two continued fits that only hurt: both keep the first fit's weights,
+    and ``best_epoch_`` names that fit's kept epoch (not the epoch count at
+    the entry of the second), so the validation score read for it is the
+    kept weights' own."""
+    from sysid_msstcn.benchmarking import validation_rmse
+
+    u, y = _system()
+    est = MSSTCNRegressor(**TINY_ESTIMATOR, random_state=0).fit(u, y)
+    kept, n_first = est.best_epoch_, est.n_iter_
+    score = validation_rmse(est)
+    entry = {k: v.clone() for k, v in est.model_.state_dict().items()}
+    for _ in range(2):
+        est.set_params(warm_start=True, learning_rate=0.05, max_iter=1).fit(u, y)
+    assert est.n_iter_ == n_first + 2
+    assert all(
+        row["val_sim_rmse"] > est.history_[kept - 1]["val_sim_rmse"]
+        for row in est.history_[n_first:]
+    )
+    assert est.best_epoch_ == kept
+    assert validation_rmse(est) == score
     for key, value in est.model_.state_dict().items():
         torch.testing.assert_close(value, entry[key], rtol=0, atol=0)
 
