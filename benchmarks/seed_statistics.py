@@ -321,16 +321,9 @@ def _markdown(result: dict) -> str:
                     + f" | {e['mean']:.4g} | "
                     + (f"{e['std']:.3g}" if e["std"] is not None else "–")
                     + f" | {e['median']:.4g} | "
-                    + (
-                        f"seed {chosen['seed']}: {chosen['rmse']:.4g}"
-                        if chosen
-                        else "–"
-                    )
-                    + " | "
-                    + (
-                        f"seed {by_train['seed']}: {by_train['rmse']:.4g}"
-                        if by_train
-                        else "–"
+                    + " | ".join(
+                        "–" if c is None else f"seed {c['seed']}: {c['rmse']:.4g}"
+                        for c in (chosen, by_train)
                     )
                     + " |"
                 )

@@ -160,9 +160,8 @@ def training_rmse(model, records, *, n_init: int, report_scale: float) -> float 
     Each training record is simulated like a test record, from u and its
     first ``n_init`` measured outputs, and the errors after ``n_init`` of all
     records are pooled (the root of the mean square over their samples and
-    output channels). It
-    uses no test data, so it may rank seeds or variants where the validation
-    tails are short.
+    output channels). It uses no test data, so it may rank seeds or variants
+    where the validation tails are short.
 
     Parameters
     ----------
@@ -179,12 +178,13 @@ def training_rmse(model, records, *, n_init: int, report_scale: float) -> float 
     float or None
         None when a simulation diverges (non-finite outputs).
     """
-    squares, count = 0.0, 0
+    measured, simulated = [], []
     for ds in records:
         u, y = io_arrays(ds)
         p = np.asarray(model.predict(u, y_init=y[:n_init])).reshape(y.shape)
         if not np.all(np.isfinite(p)):
             return None
-        squares += float(np.sum(np.square(y[n_init:] - p[n_init:]))) / y.shape[-1]
-        count += y.shape[0] - n_init
-    return float(report_scale * np.sqrt(squares / count))
+        measured.append(y[n_init:])
+        simulated.append(p[n_init:])
+    per_channel = rmse(np.concatenate(measured), np.concatenate(simulated))
+    return float(report_scale * np.sqrt(np.mean(np.square(per_channel))))
