@@ -91,6 +91,10 @@ PARAM_CHECKS = {
         "None or a finite float > 0",
     ),
     "ema_decay": (lambda v: is_real(v) and 0 <= v < 1, "a float in [0, 1)"),
+    "weight_decay": (
+        lambda v: is_real(v) and 0 <= v < math.inf,
+        "a finite float >= 0",
+    ),
     "use_latents": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
     "mixed_precision": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
     "early_stopping_metric": (

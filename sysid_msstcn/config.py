@@ -295,6 +295,10 @@ class TrainConfig:
         Keep an exponential moving average of the weights, updated after
         every optimiser step with this decay (0: no averaging); see
         :meth:`sysid_msstcn.training.Trainer.averaged`.
+    weight_decay : float, default=0.0
+        Decoupled weight decay (AdamW): every step shrinks each weight by
+        the factor ``1 - lr * weight_decay`` besides the Adam update, lr
+        being the step's (decayed) learning rate. 0: plain Adam.
     """
 
     learning_rate: float = 5e-4
@@ -311,6 +315,7 @@ class TrainConfig:
     rollout_loss: str = "mse"
     rollout_gradient: str = "full"
     ema_decay: float = 0.0
+    weight_decay: float = 0.0
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -332,6 +337,10 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(
+                f"weight_decay must be a finite float >= 0, got {self.weight_decay}"
+            )
         if (
             isinstance(self.rollout_steps, bool)
             or not isinstance(self.rollout_steps, int)

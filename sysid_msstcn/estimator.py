@@ -83,6 +83,10 @@ class MSSTCNRegressor(
         Adam step size (default 1e-3).
     lr_decay, lr_decay_steps : float, int, default=0.98, 6000
         Exponential learning-rate decay: lr_decay every lr_decay_steps.
+    weight_decay : float, default=0.0
+        Decoupled weight decay (AdamW; 0 keeps Adam): each step also shrinks
+        every weight by the factor ``1 - lr * weight_decay``. A regulariser
+        for short records that the network can otherwise learn by heart.
     objective : {"linear_free_bits", "elbo"}, default="linear_free_bits"
     free_bits : float or None, default=None
         Initial linear free-bits threshold in nats (default 0.5).
@@ -284,6 +288,7 @@ class MSSTCNRegressor(
         learning_rate: float | None = None,
         lr_decay: float = 0.98,
         lr_decay_steps: int = 6000,
+        weight_decay: float = 0.0,
         objective: str = "linear_free_bits",
         free_bits: float | None = None,
         free_bits_half_life: int = 300_000,
@@ -327,6 +332,7 @@ class MSSTCNRegressor(
         self.learning_rate = learning_rate
         self.lr_decay = lr_decay
         self.lr_decay_steps = lr_decay_steps
+        self.weight_decay = weight_decay
         self.objective = objective
         self.free_bits = free_bits
         self.free_bits_half_life = free_bits_half_life
@@ -417,6 +423,7 @@ class MSSTCNRegressor(
             rollout_loss=self.rollout_loss,
             rollout_gradient=self.rollout_gradient,
             ema_decay=float(self.ema_decay),
+            weight_decay=float(self.weight_decay),
         )
         bs = r["batch_size"]
         if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:

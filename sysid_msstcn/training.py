@@ -194,7 +194,16 @@ class Trainer:
         self.model = model
         self.config = config
         self.device = device
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        if config.weight_decay > 0:  # decoupled decay; 0 keeps plain Adam
+            self.optimizer = torch.optim.AdamW(
+                model.parameters(),
+                lr=config.learning_rate,
+                weight_decay=config.weight_decay,
+            )
+        else:
+            self.optimizer = torch.optim.Adam(
+                model.parameters(), lr=config.learning_rate
+            )
         self.iteration = 0
         self.n_skipped = 0
         self.consecutive_bad = 0

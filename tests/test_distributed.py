@@ -181,9 +181,12 @@ def test_two_gloo_processes_match_one_process_on_the_union_batch(tmp_path):
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, STEPS + 1))
 
 
-@pytest.mark.parametrize("input_noise", [0.0, 0.1])
-def test_step_matches_trainer_train_step(input_noise):
-    """The sync-free step follows Trainer.train_step (lr, free bits, Adam)."""
+@pytest.mark.parametrize(
+    ("input_noise", "weight_decay"), [(0.0, 0.0), (0.1, 0.0), (0.0, 0.5)]
+)
+def test_step_matches_trainer_train_step(input_noise, weight_decay):
+    """The sync-free step follows Trainer.train_step (lr, free bits, Adam or
+    AdamW)."""
     torch.manual_seed(1)
     ref = MSSTCN(TINY_CONFIG).double()
     ours = MSSTCN(TINY_CONFIG).double()
@@ -195,6 +198,7 @@ def test_step_matches_trainer_train_step(input_noise):
         free_bits=0.3,
         free_bits_half_life=1,
         input_noise=input_noise,
+        weight_decay=weight_decay,
     )
     trainer = Trainer(ref, cfg, torch.device("cpu"))
     step = TrainStep(ours, cfg, seed=7)

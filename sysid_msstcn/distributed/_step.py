@@ -170,8 +170,11 @@ class TrainStep:
             module = DistributedDataParallel(module, device_ids=ids)
         self.ddp = module if self.info.is_distributed else None
         self._objective = torch.compile(module) if compile else module
-        self.optimizer = torch.optim.Adam(
-            model.parameters(), lr=config.learning_rate, fused=True
+        # decoupled weight decay (AdamW) as in Trainer; 0 keeps plain Adam
+        opt = torch.optim.AdamW if config.weight_decay > 0 else torch.optim.Adam
+        extra = {"weight_decay": config.weight_decay} if config.weight_decay else {}
+        self.optimizer = opt(
+            model.parameters(), lr=config.learning_rate, fused=True, **extra
         )
         dtype = next(model.parameters()).dtype
         self._lr = torch.tensor(config.learning_rate, dtype=dtype, device=self.device)
