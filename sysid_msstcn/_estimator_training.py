@@ -294,7 +294,7 @@ class _TrainingMixin:
             data_parallel=parallel is not None,
         )
         if self._trainer_state is not None:
-            trainer.optimizer.load_state_dict(self._trainer_state["optimizer"])
+            trainer.load_optimizer_state(self._trainer_state["optimizer"])
             trainer.iteration = self._trainer_state["iteration"]
             trainer.lr_scale = self._trainer_state["lr_scale"]
         best = (-math.inf, trainer.snapshot(), self.n_iter_)

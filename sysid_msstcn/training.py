@@ -48,6 +48,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# optimiser settings that come from the config, not from a loaded state
+_DECAY_KEYS = ("weight_decay", "decoupled_weight_decay")
+
 
 @dataclass
 class Batch:
@@ -470,10 +473,32 @@ class Trainer:
             snap["average"] = copy.deepcopy(self.average.state_dict())
         return snap
 
+    def load_optimizer_state(self, state: dict) -> None:
+        """Load the optimiser's moments, keeping this trainer's weight decay.
+
+        ``torch.optim.Optimizer.load_state_dict`` also restores the saved
+        hyperparameters; the weight decay of the state's optimiser (plain
+        Adam when it was 0) would then silently override ``weight_decay`` of
+        this trainer's config, for example in a warm-started fit with a new
+        ``weight_decay``. The learning rate is set at every step anyway.
+
+        Parameters
+        ----------
+        state : dict
+            ``optimizer.state_dict()`` of a trainer of the same model.
+        """
+        own = [
+            {k: g[k] for k in _DECAY_KEYS if k in g}
+            for g in self.optimizer.param_groups
+        ]
+        self.optimizer.load_state_dict(state)
+        for group, settings in zip(self.optimizer.param_groups, own, strict=True):
+            group.update(settings)
+
     def restore(self, snap: dict) -> None:
         """Restore a :meth:`snapshot`."""
         self.model.load_state_dict(snap["model"])
-        self.optimizer.load_state_dict(snap["optimizer"])
+        self.load_optimizer_state(snap["optimizer"])
         self.iteration = snap["iteration"]
         self.consecutive_bad = 0
         if self.average is not None and "average" in snap:
@@ -498,7 +523,7 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         """Resume from :meth:`state_dict`."""
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.load_optimizer_state(state["optimizer"])
         self.iteration = int(state["iteration"])
         self.n_skipped = int(state.get("n_skipped", 0))
         self.lr_scale = float(state.get("lr_scale", 1.0))

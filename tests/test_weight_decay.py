@@ -84,3 +84,42 @@ def test_train_config_checks_weight_decay():
         TrainConfig(weight_decay=-1.0)
     with pytest.raises(ValueError, match="weight_decay"):
         TrainConfig(weight_decay=float("nan"))
+
+
+def test_a_warm_started_fit_uses_its_own_weight_decay():
+    """The optimiser state carried into a warm-started fit brings its moments,
+    not its hyperparameters: a new weight_decay takes effect (loading the
+    first fit's Adam state would otherwise switch the decay off)."""
+    import copy
+
+    u, y = _system()
+    params = {**TINY_SYSID, "max_iter": 2, "steps_per_epoch": 4}
+    first = MSSTCNRegressor(**params).fit(u, y)
+    again = copy.deepcopy(first).set_params(warm_start=True, max_iter=4)
+    again.fit(u, y)
+    decayed = copy.deepcopy(first).set_params(
+        warm_start=True, max_iter=4, weight_decay=20.0
+    )
+    decayed.fit(u, y)
+    assert _norm(decayed) < 0.9 * _norm(again)
+
+
+@pytest.mark.parametrize(("saved", "own"), [(0.0, 0.3), (0.3, 0.0), (0.3, 0.1)])
+def test_trainer_loading_a_state_keeps_its_config_weight_decay(saved, own):
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    source = Trainer(MSSTCN(CFG), TrainConfig(weight_decay=saved), cpu)
+    source.train_step(_batch())
+    target = Trainer(MSSTCN(CFG), TrainConfig(weight_decay=own), cpu)
+    target.load_state_dict(source.state_dict())
+    group = target.optimizer.param_groups[0]
+    assert group["weight_decay"] == own
+    assert group["decoupled_weight_decay"] is (own > 0)
+    # the moments did come over
+    for p_source, p_target in zip(
+        source.model.parameters(), target.model.parameters(), strict=True
+    ):
+        torch.testing.assert_close(
+            target.optimizer.state[p_target]["exp_avg"],
+            source.optimizer.state[p_source]["exp_avg"],
+        )
