@@ -47,6 +47,21 @@ def test_train_writes_checkpoints_and_resumes(tmp_path):
     assert _steps(ckpt) == 4  # resumed after step 2 and finished epoch 2
 
 
+def test_train_weight_decay_reaches_the_optimiser(tmp_path, capsys):
+    from sysid_msstcn.distributed import load_latest_checkpoint
+
+    ckpt = tmp_path / "wd"
+    argv = ["train", *ARGS, "--max-steps", "1", "--checkpoint-dir", str(ckpt)]
+    assert main([*argv, "--weight-decay", "0.25"]) == 0
+    group = load_latest_checkpoint(ckpt)["optimizer"]["param_groups"][0]
+    assert group["weight_decay"] == 0.25
+    assert group["decoupled_weight_decay"] is True
+    assert main([*argv, "--weight-decay", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "weight_decay must be a finite float >= 0" in err
+    assert "Traceback" not in err
+
+
 def test_train_bad_argument_is_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--preset", "sysid_small", "--data", "synthetic", "--bogus"])

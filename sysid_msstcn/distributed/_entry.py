@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-steps", type=int)
     p.add_argument("--learning-rate", type=float, default=5e-4)
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        help="decoupled weight decay (AdamW); 0: plain Adam",
+    )
     p.add_argument("--mixed-precision", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--checkpoint-dir")
@@ -100,7 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     kw.update(json.loads(args.network))
     config = config_from_dict(kw)
     train = TrainConfig(
-        learning_rate=args.learning_rate, mixed_precision=args.mixed_precision
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        mixed_precision=args.mixed_precision,
     )
     train_set, valid_set = _datasets(args, config)
     result = fit_distributed(
