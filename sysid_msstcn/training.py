@@ -197,16 +197,13 @@ class Trainer:
         self.model = model
         self.config = config
         self.device = device
-        if config.weight_decay > 0:  # decoupled decay; 0 keeps plain Adam
-            self.optimizer = torch.optim.AdamW(
-                model.parameters(),
-                lr=config.learning_rate,
-                weight_decay=config.weight_decay,
-            )
-        else:
-            self.optimizer = torch.optim.Adam(
-                model.parameters(), lr=config.learning_rate
-            )
+        # decoupled weight decay (AdamW); 0 keeps plain Adam
+        opt = torch.optim.AdamW if config.weight_decay > 0 else torch.optim.Adam
+        self.optimizer = opt(
+            model.parameters(),
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+        )
         self.iteration = 0
         self.n_skipped = 0
         self.consecutive_bad = 0

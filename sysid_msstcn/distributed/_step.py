@@ -172,9 +172,11 @@ class TrainStep:
         self._objective = torch.compile(module) if compile else module
         # decoupled weight decay (AdamW) as in Trainer; 0 keeps plain Adam
         opt = torch.optim.AdamW if config.weight_decay > 0 else torch.optim.Adam
-        extra = {"weight_decay": config.weight_decay} if config.weight_decay else {}
         self.optimizer = opt(
-            model.parameters(), lr=config.learning_rate, fused=True, **extra
+            model.parameters(),
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+            fused=True,
         )
         dtype = next(model.parameters()).dtype
         self._lr = torch.tensor(config.learning_rate, dtype=dtype, device=self.device)
