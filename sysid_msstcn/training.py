@@ -44,12 +44,35 @@ __all__ = [
     "learning_rate_at",
     "load_checkpoint",
     "make_batch",
+    "make_optimizer",
 ]
 
 logger = logging.getLogger(__name__)
 
 # optimiser settings that come from the config, not from a loaded state
 _DECAY_KEYS = ("weight_decay", "decoupled_weight_decay")
+
+
+def make_optimizer(params, config: TrainConfig, **options) -> torch.optim.Optimizer:
+    """The optimiser of a training config: Adam, or AdamW with weight decay.
+
+    Parameters
+    ----------
+    params : iterable of torch.nn.Parameter
+    config : TrainConfig
+        ``learning_rate`` and ``weight_decay`` (decoupled, AdamW, when
+        > 0; 0 gives plain Adam).
+    **options
+        Further keyword arguments of the optimiser (``fused=True``, say).
+
+    Returns
+    -------
+    torch.optim.Optimizer
+    """
+    opt = torch.optim.AdamW if config.weight_decay > 0 else torch.optim.Adam
+    return opt(
+        params, lr=config.learning_rate, weight_decay=config.weight_decay, **options
+    )
 
 
 @dataclass
@@ -197,13 +220,7 @@ class Trainer:
         self.model = model
         self.config = config
         self.device = device
-        # decoupled weight decay (AdamW); 0 keeps plain Adam
-        opt = torch.optim.AdamW if config.weight_decay > 0 else torch.optim.Adam
-        self.optimizer = opt(
-            model.parameters(),
-            lr=config.learning_rate,
-            weight_decay=config.weight_decay,
-        )
+        self.optimizer = make_optimizer(model.parameters(), config)
         self.iteration = 0
         self.n_skipped = 0
         self.consecutive_bad = 0

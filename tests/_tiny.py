@@ -189,3 +189,33 @@ def duffing_system(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     for t in range(2, n):
         y[t] = 1.5 * y[t - 1] - 0.7 * y[t - 2] + 0.3 * u[t - 1, 0] - 0.2 * y[t - 1] ** 3
     return u, y
+
+
+# two levels of four channels and one latent each: the optimiser-step tests
+# of the trainer (weight averaging, weight decay)
+TRAINER_NETWORK = NetworkConfig(
+    n_outputs=1,
+    n_inputs=1,
+    channels=(4, 4),
+    latent_dims=(1, 1),
+    strides=(1, 2),
+    dilations=((1,), (1,)),
+)
+
+
+def integrator_batch(seed: int):
+    """Four 32-step windows of a scaled integrator (u: white noise), a Batch."""
+    from sysid_msstcn.training import make_batch
+
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal((4, 32, 1)).astype(np.float32)
+    y = np.cumsum(u, axis=1) * 0.1
+    return make_batch(list(y), list(u))
+
+
+def fir_tanh_system(n: int = 600) -> tuple[np.ndarray, np.ndarray]:
+    """A short FIR filter of white noise through tanh: (u, y) of n samples."""
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((n, 1))
+    y = np.convolve(u[:, 0], [0.5, 0.3, 0.2, 0.1], mode="full")[:n]
+    return u, np.tanh(y)

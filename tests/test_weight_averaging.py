@@ -7,29 +7,19 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _tiny import TINY_SYSID, tail_free_run_rmse
-
-from sysid_msstcn import MSSTCNRegressor
-from sysid_msstcn.config import NetworkConfig, TrainConfig
-from sysid_msstcn.distributed import fit_distributed, synthetic_dataset
-from sysid_msstcn.model import MSSTCN
-from sysid_msstcn.training import Trainer, make_batch
-
-CFG = NetworkConfig(
-    n_outputs=1,
-    n_inputs=1,
-    channels=(4, 4),
-    latent_dims=(1, 1),
-    strides=(1, 2),
-    dilations=((1,), (1,)),
+from _tiny import (
+    TINY_SYSID,
+    TRAINER_NETWORK,
+    fir_tanh_system,
+    integrator_batch,
+    tail_free_run_rmse,
 )
 
-
-def _batch(seed: int):
-    rng = np.random.default_rng(seed)
-    u = rng.standard_normal((4, 32, 1)).astype(np.float32)
-    y = np.cumsum(u, axis=1) * 0.1
-    return make_batch(list(y), list(u))
+from sysid_msstcn import MSSTCNRegressor
+from sysid_msstcn.config import TrainConfig
+from sysid_msstcn.distributed import fit_distributed, synthetic_dataset
+from sysid_msstcn.model import MSSTCN
+from sysid_msstcn.training import Trainer
 
 
 def _weights(model) -> list[torch.Tensor]:
@@ -38,12 +28,12 @@ def _weights(model) -> list[torch.Tensor]:
 
 def test_trainer_average_is_the_exponential_moving_average_of_the_steps():
     torch.manual_seed(0)
-    model = MSSTCN(CFG)
+    model = MSSTCN(TRAINER_NETWORK)
     decay = 0.7
     trainer = Trainer(model, TrainConfig(ema_decay=decay), torch.device("cpu"))
     expected = None
     for k in range(4):
-        assert not trainer.train_step(_batch(k))["skipped"]
+        assert not trainer.train_step(integrator_batch(k))["skipped"]
         w = _weights(model)
         expected = (
             w
@@ -65,9 +55,9 @@ def test_trainer_average_is_the_exponential_moving_average_of_the_steps():
 
 def test_without_averaging_the_block_sees_the_training_weights():
     torch.manual_seed(0)
-    model = MSSTCN(CFG)
+    model = MSSTCN(TRAINER_NETWORK)
     trainer = Trainer(model, TrainConfig(), torch.device("cpu"))
-    trainer.train_step(_batch(0))
+    trainer.train_step(integrator_batch(0))
     before = _weights(model)
     with trainer.averaged():
         assert all(
@@ -77,20 +67,13 @@ def test_without_averaging_the_block_sees_the_training_weights():
     assert trainer.average is None
 
 
-def _system(n: int = 600):
-    rng = np.random.default_rng(0)
-    u = rng.standard_normal((n, 1))
-    y = np.convolve(u[:, 0], [0.5, 0.3, 0.2, 0.1], mode="full")[:n]
-    return u, np.tanh(y)
-
-
 TINY = {**TINY_SYSID, "max_iter": 3, "steps_per_epoch": 4}
 
 
 def test_estimator_keeps_the_averaged_weights_it_validated():
     from sysid_msstcn.benchmarking import validation_rmse
 
-    u, y = _system()
+    u, y = fir_tanh_system()
     plain = MSSTCNRegressor(**TINY).fit(u, y)
     est = MSSTCNRegressor(**TINY, ema_decay=0.9).fit(u, y)
     # the kept weights are the ones whose validation free run was recorded:
@@ -105,18 +88,18 @@ def test_estimator_keeps_the_averaged_weights_it_validated():
 
 
 def test_ema_decay_is_checked():
-    u, y = _system(200)
+    u, y = fir_tanh_system(200)
     with pytest.raises(ValueError, match="ema_decay"):
         MSSTCNRegressor(**TINY, ema_decay=1.0).fit(u, y)
     with pytest.raises(ValueError, match="ema_decay must be in"):
         TrainConfig(ema_decay=-0.1)
-    data = synthetic_dataset(CFG, n_sequences=4, length=16)
+    data = synthetic_dataset(TRAINER_NETWORK, n_sequences=4, length=16)
     with pytest.raises(ValueError, match="not supported by fit_distributed"):
-        fit_distributed(CFG, TrainConfig(ema_decay=0.9), data, batch_size=4)
+        fit_distributed(TRAINER_NETWORK, TrainConfig(ema_decay=0.9), data, batch_size=4)
 
 
 def test_an_average_longer_than_the_patience_is_warned_about():
-    u, y = _system()
+    u, y = fir_tanh_system()
     params = {**TINY, "max_iter": 1, "n_iter_no_change": 2}  # 2 x 4 = 8 steps
     with pytest.warns(UserWarning, match=r"averages over about 10 steps"):
         MSSTCNRegressor(**params, ema_decay=0.9).fit(u, y)

@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
 import pytest
 import torch
-from _tiny import TINY_SYSID
-
-from sysid_msstcn import MSSTCNRegressor
-from sysid_msstcn.config import NetworkConfig, TrainConfig
-from sysid_msstcn.model import MSSTCN
-from sysid_msstcn.training import Trainer, make_batch
-
-CFG = NetworkConfig(
-    n_outputs=1,
-    n_inputs=1,
-    channels=(4, 4),
-    latent_dims=(1, 1),
-    strides=(1, 2),
-    dilations=((1,), (1,)),
+from _tiny import (
+    TINY_SYSID,
+    TRAINER_NETWORK,
+    fir_tanh_system,
+    integrator_batch,
 )
 
-
-def _batch():
-    rng = np.random.default_rng(0)
-    u = rng.standard_normal((4, 32, 1)).astype(np.float32)
-    y = np.cumsum(u, axis=1) * 0.1
-    return make_batch(list(y), list(u))
+from sysid_msstcn import MSSTCNRegressor
+from sysid_msstcn.config import TrainConfig
+from sysid_msstcn.model import MSSTCN
+from sysid_msstcn.training import Trainer
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.5])
@@ -38,22 +28,15 @@ def test_a_step_without_gradient_shrinks_every_weight_by_one_minus_lr_decay(
     """With a zero loss Adam moves nothing; AdamW multiplies each weight by
     exactly 1 - lr * weight_decay (the decay is decoupled from the gradient)."""
     torch.manual_seed(0)
-    model = MSSTCN(CFG)
+    model = MSSTCN(TRAINER_NETWORK)
     config = TrainConfig(learning_rate=1e-2, weight_decay=weight_decay)
     trainer = Trainer(model, config, torch.device("cpu"))
     trainer.loss_hook = lambda loss, iteration: loss * 0.0
     before = [p.detach().clone() for p in model.parameters()]
-    assert not trainer.train_step(_batch())["skipped"]
+    assert not trainer.train_step(integrator_batch(0))["skipped"]
     factor = 1.0 - 1e-2 * weight_decay
     for p, b in zip(model.parameters(), before, strict=True):
         torch.testing.assert_close(p.detach(), b * factor, rtol=1e-6, atol=0)
-
-
-def _system(n: int = 600):
-    rng = np.random.default_rng(0)
-    u = rng.standard_normal((n, 1))
-    y = np.convolve(u[:, 0], [0.5, 0.3, 0.2, 0.1], mode="full")[:n]
-    return u, np.tanh(y)
 
 
 def _norm(est: MSSTCNRegressor) -> float:
@@ -62,7 +45,7 @@ def _norm(est: MSSTCNRegressor) -> float:
 
 
 def test_estimator_weight_decay_shrinks_the_fitted_weights():
-    u, y = _system()
+    u, y = fir_tanh_system()
     params = {**TINY_SYSID, "max_iter": 3, "steps_per_epoch": 4}
     plain = MSSTCNRegressor(**params).fit(u, y)
     zero = MSSTCNRegressor(**params, weight_decay=0.0).fit(u, y)
@@ -74,7 +57,7 @@ def test_estimator_weight_decay_shrinks_the_fitted_weights():
 
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "1e-4", True])
 def test_bad_weight_decay_is_named(bad):
-    u, y = _system(200)
+    u, y = fir_tanh_system(200)
     with pytest.raises(ValueError, match="weight_decay must be a finite float >= 0"):
         MSSTCNRegressor(**TINY_SYSID, weight_decay=bad).fit(u, y)
 
@@ -90,9 +73,7 @@ def test_a_warm_started_fit_uses_its_own_weight_decay():
     """The optimiser state carried into a warm-started fit brings its moments,
     not its hyperparameters: a new weight_decay takes effect (loading the
     first fit's Adam state would otherwise switch the decay off)."""
-    import copy
-
-    u, y = _system()
+    u, y = fir_tanh_system()
     params = {**TINY_SYSID, "max_iter": 2, "steps_per_epoch": 4}
     first = MSSTCNRegressor(**params).fit(u, y)
     again = copy.deepcopy(first).set_params(warm_start=True, max_iter=4)
@@ -108,9 +89,9 @@ def test_a_warm_started_fit_uses_its_own_weight_decay():
 def test_trainer_loading_a_state_keeps_its_config_weight_decay(saved, own):
     torch.manual_seed(0)
     cpu = torch.device("cpu")
-    source = Trainer(MSSTCN(CFG), TrainConfig(weight_decay=saved), cpu)
-    source.train_step(_batch())
-    target = Trainer(MSSTCN(CFG), TrainConfig(weight_decay=own), cpu)
+    source = Trainer(MSSTCN(TRAINER_NETWORK), TrainConfig(weight_decay=saved), cpu)
+    source.train_step(integrator_batch(0))
+    target = Trainer(MSSTCN(TRAINER_NETWORK), TrainConfig(weight_decay=own), cpu)
     target.load_state_dict(source.state_dict())
     group = target.optimizer.param_groups[0]
     assert group["weight_decay"] == own

@@ -13,6 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import TrainConfig
 from ..model import MSSTCN
 from ..objectives import elbo_terms
+from ..training import make_optimizer
 from ._common import _N_STATS, _TERMS
 from ._data import _mix_seed, _sample_noise
 from ._process import DistributedInfo
@@ -170,14 +171,7 @@ class TrainStep:
             module = DistributedDataParallel(module, device_ids=ids)
         self.ddp = module if self.info.is_distributed else None
         self._objective = torch.compile(module) if compile else module
-        # decoupled weight decay (AdamW) as in Trainer; 0 keeps plain Adam
-        opt = torch.optim.AdamW if config.weight_decay > 0 else torch.optim.Adam
-        self.optimizer = opt(
-            model.parameters(),
-            lr=config.learning_rate,
-            weight_decay=config.weight_decay,
-            fused=True,
-        )
+        self.optimizer = make_optimizer(model.parameters(), config, fused=True)
         dtype = next(model.parameters()).dtype
         self._lr = torch.tensor(config.learning_rate, dtype=dtype, device=self.device)
         self.optimizer.param_groups[0]["lr"] = self._lr
