@@ -115,6 +115,8 @@ def _as_dict(budget: str | dict) -> dict:
 
 def _label(row: dict) -> str:
     k = row.get("ensemble")
+    if k and row.get("ensemble_of"):
+        return f"{row['model']} (best {k} of {row['ensemble_of']})"
     return f"{row['model']} (ensemble of {k})" if k else row["model"]
 
 
@@ -158,6 +160,14 @@ def main(argv=None) -> int:
         help="ensemble members fitted at once, in separate processes",
     )
     p.add_argument(
+        "--keep-best",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with --ensemble: predict with the K members whose free runs of "
+        "the training records are best (no test data in the choice)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -178,6 +188,10 @@ def main(argv=None) -> int:
         budget = {**_as_dict(budget), "ensemble": {"n_members": args.ensemble}}
         if args.n_jobs is not None:
             budget["ensemble"]["n_jobs"] = args.n_jobs
+        if args.keep_best is not None:
+            budget["ensemble"]["keep_best"] = args.keep_best
+    elif args.keep_best is not None:
+        p.error("--keep-best needs --ensemble")
     # a rerun with another seed never overwrites the seed-0 files
     suffix = (f"_{args.tag}" if args.tag else "") + (
         f"_seed{args.seed}" if args.seed else ""

@@ -38,7 +38,9 @@ __all__ = [
 ]
 
 FORMAT = "sysid_msstcn/1"
-ENSEMBLE_FORMAT = "sysid_msstcn.ensemble/1"
+# /2 adds the selection (keep_best): "selected" and "member_scores"
+ENSEMBLE_FORMAT = "sysid_msstcn.ensemble/2"
+_ENSEMBLE_FORMATS = ("sysid_msstcn.ensemble/1", ENSEMBLE_FORMAT)
 # fitted attributes stored as they are
 _FITTED = (
     "n_features_in_",
@@ -172,6 +174,12 @@ def save_ensemble(ens, path) -> None:
             None if template is None else jsonable(template.get_params(deep=False))
         ),
         "seeds": jsonable(ens.seeds_),
+        "selected": [int(i) for i in ens.selected_],
+        "member_scores": (
+            None
+            if ens.member_scores_ is None
+            else [float(v) for v in ens.member_scores_]  # inf is written as Infinity
+        ),
         "y_1d": bool(ens._y_1d),
         "members": members,
     }
@@ -198,7 +206,10 @@ def load_ensemble(cls, member_cls, path, device: str | None = None):
     if device is not None:
         resolve_device(device)
     try:
-        if not isinstance(payload, dict) or payload.get("format") != ENSEMBLE_FORMAT:
+        if (
+            not isinstance(payload, dict)
+            or payload.get("format") not in _ENSEMBLE_FORMATS
+        ):
             raise ValueError("unknown or missing format tag")
         est_params = payload["estimator_params"]
         template = None if est_params is None else member_cls(**_tuples(est_params))
@@ -214,6 +225,18 @@ def load_ensemble(cls, member_cls, path, device: str | None = None):
             raise ValueError("the seeds do not match the members")
         ens.estimators_ = members
         ens.seeds_ = [int(s) for s in payload["seeds"]]
+        selected = payload.get("selected", list(range(len(members))))
+        if (
+            not selected
+            or sorted(set(selected)) != selected
+            or not all(isinstance(i, int) and 0 <= i < len(members) for i in selected)
+        ):
+            raise ValueError(f"bad selected members {selected!r}")
+        ens.selected_ = selected
+        scores = payload.get("member_scores")
+        if scores is not None and len(scores) != len(members):
+            raise ValueError("the member scores do not match the members")
+        ens.member_scores_ = None if scores is None else np.asarray(scores, float)
         ens.n_features_in_ = members[0].n_features_in_
         ens.n_outputs_ = members[0].n_outputs_
         ens.n_init_ = max(int(m.n_init_) for m in members)

@@ -294,10 +294,10 @@ def _ensemble_params(value: Any) -> dict[str, Any] | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         value = {"n_members": value}
-    if not isinstance(value, dict) or set(value) - {"n_members", "n_jobs"}:
+    if not isinstance(value, dict) or set(value) - {"n_members", "n_jobs", "keep_best"}:
         raise ValueError(
-            "ensemble must be a number of members or a dict with n_members and "
-            f"n_jobs, got {value!r}"
+            "ensemble must be a number of members or a dict with n_members, "
+            f"n_jobs and keep_best, got {value!r}"
         )
     return dict(value)
 
@@ -438,9 +438,13 @@ def run_benchmark(
                 row["validation_rmse"] = val
                 row["train_rmse"] = train_rmse
             if ens:
-                row["ensemble"] = len(members)
+                row["ensemble"] = len(model.selected_)
                 row["member_seeds"] = list(model.seeds_)
                 row["member_rmse"] = [r[k]["rmse"] for r in member_rows]
+            if ens and model.keep_best is not None:
+                row["ensemble_of"] = len(members)
+                row["selected_seeds"] = [model.seeds_[i] for i in model.selected_]
+                row["member_scores"] = [float(v) for v in model.member_scores_]
             if ens and is_msstcn:
                 row["epochs"] = [n.n_iter_ for n in nets]
                 row["best_epoch"] = [n.best_epoch_ for n in nets]
@@ -453,6 +457,7 @@ def run_benchmark(
             configs[label]["ensemble"] = {
                 "n_members": len(members),
                 "n_jobs": model.n_jobs,
+                "keep_best": model.keep_best,
                 "seeds": list(model.seeds_),
             }
         if is_msstcn:

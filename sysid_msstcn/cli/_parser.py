@@ -149,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="ensemble members fitted at once, in separate processes",
     )
+    p.add_argument(
+        "--keep-best",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with --ensemble: keep the K members whose free runs of the "
+        "training data are best",
+    )
 
     p = add(cmd_evaluate, "test metrics of a saved model", plain, model=True, data=True)
     p.add_argument("--mc-samples", type=int, default=0, help=_MC_HELP)

@@ -144,6 +144,8 @@ def _fit_and_save(args: argparse.Namespace) -> int:
         est = _ensemble(est, data, args)
     elif args.n_jobs is not None:
         raise UsageError("--n-jobs sets the processes of --ensemble; add --ensemble K")
+    elif args.keep_best is not None:
+        raise UsageError("--keep-best selects members of --ensemble; add --ensemble K")
     main = is_main_process()
     what = f"an ensemble of {args.ensemble} MS-STCN" if args.ensemble else "MS-STCN"
     _say(
@@ -169,6 +171,14 @@ def _fit_and_save(args: argparse.Namespace) -> int:
         ),
         "processes": members[0].world_size_,
         **({"ensemble_seeds": est.seeds_} if args.ensemble else {}),
+        **(
+            {
+                "selected_seeds": [est.seeds_[i] for i in est.selected_],
+                "member_scores": [float(v) for v in est.member_scores_],
+            }
+            if args.ensemble and args.keep_best is not None
+            else {}
+        ),
         **data.info,
     }
     _sidecar_path(out).write_text(json.dumps(jsonable(side), indent=2) + "\n")
@@ -197,8 +207,18 @@ def _ensemble(est, data: Data, args: argparse.Namespace):
         raise UsageError("--ensemble fits input/output models only")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("--ensemble runs in one process; launch it without torchrun")
+    k = args.keep_best
+    if k is not None and not 1 <= k <= args.ensemble:
+        raise UsageError(
+            f"--keep-best takes a number of members in [1, {args.ensemble}] "
+            f"(--ensemble), got {k}"
+        )
     return EnsembleRegressor(
-        est, n_members=args.ensemble, n_jobs=args.n_jobs, random_state=args.seed
+        est,
+        n_members=args.ensemble,
+        n_jobs=args.n_jobs,
+        random_state=args.seed,
+        keep_best=k,
     )
 
 
