@@ -182,7 +182,9 @@ def ensemble_statistics(folder: Path) -> dict:
             members = [v for v in row["member_rmse"] if v is not None]
             stem = path.stem.removeprefix("nonlinear_")
             out.setdefault(stem, {}).setdefault(row["model"], {})[row["test_set"]] = {
-                "n_members": row["ensemble"],
+                # with keep_best, "ensemble" counts the kept members only
+                "n_members": row.get("ensemble_of") or row["ensemble"],
+                "kept": row["ensemble"] if row.get("ensemble_of") else None,
                 "seeds": row.get("member_seeds"),
                 "rmse": row["rmse"],
                 "member_rmse": row["member_rmse"],
@@ -254,7 +256,9 @@ def _ensemble_markdown(ensembles: dict) -> list[str]:
         "with its seed; rho: Spearman's rank correlation of the members'",
         'validation and test RMSE. "training picks" and its rho: the same for',
         "the free run of the training records (`member_train_rmse`; runs",
-        "before the tenth session did not record it).",
+        "before the tenth session did not record it). A run with",
+        "`--keep-best K` predicts with the K members of the best training",
+        'free runs ("members": "K best of N").',
         "",
         "| run | model | test | members | ensemble RMSE | members: mean (best-worst) |"
         " beats | validation picks | rho | training picks | rho |"
@@ -275,8 +279,11 @@ def _ensemble_markdown(ensembles: dict) -> list[str]:
                     if e["member_mean"] is not None
                     else "all diverged"
                 )
+                size = e["n_members"]
+                if e.get("kept"):
+                    size = f"{e['kept']} best of {size}"
                 lines.append(
-                    f"| `{stem}` | {model} | {test_set} | {e['n_members']} | "
+                    f"| `{stem}` | {model} | {test_set} | {size} | "
                     f"{e['rmse']:.4g} | {members} | "
                     f"{e['members_beaten']} of {e['n_members']} | "
                     + " | ".join(picks)

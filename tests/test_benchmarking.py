@@ -176,6 +176,34 @@ def test_an_ensemble_of_baselines_reports_its_members(benchmark_data):
     assert res["config"]["MLP x2"]["ensemble"]["seeds"] == [0, 1]
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_an_ensemble_keeping_its_best_member_reports_the_choice(benchmark_data, capsys):
+    """keep_best=1: the row is the kept member's run, every member is still
+    reported, and the choice comes from the training data alone."""
+    from sysid_msstcn.baselines import MLPNARXRegressor
+    from sysid_msstcn.ensemble import EnsembleRegressor
+
+    mlp = MLPNARXRegressor(hidden_layer_sizes=(8,), na=2, nb=2, max_iter=50)
+    ens = EnsembleRegressor(mlp, n_members=2, random_state=0, keep_best=1)
+    res = run_benchmark(
+        "ced", models={"MLP": ens}, data_dir=benchmark_data, keep_predictions=True
+    )
+    fitted = res["models"]["MLP"]
+    kept = fitted.selected_[0]
+    assert kept == int(np.argmin(fitted.member_scores_))
+    for row in res["results"]:
+        assert row["ensemble"] == 1 and row["ensemble_of"] == 2
+        assert row["selected_seeds"] == [kept]
+        assert row["member_scores"] == list(fitted.member_scores_)
+        assert row["rmse"] == row["member_rmse"][kept]
+    assert res["config"]["MLP"]["ensemble"]["keep_best"] == 1
+    script = _load("run_nonlinear.py")
+    assert script._label(res["results"][0]) == "MLP (best 1 of 2)"
+    with pytest.raises(SystemExit):
+        script.main(["--datasets", "ced", "--keep-best", "1"])
+    assert "--keep-best needs --ensemble" in capsys.readouterr().err
+
+
 def test_the_commit_is_read_before_the_models_are_fitted(benchmark_data, monkeypatch):
     """A long run records the commit it started from, not the one checked
     out when it ends."""

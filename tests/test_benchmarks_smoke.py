@@ -162,6 +162,23 @@ def test_seed_statistics_ranks_ensemble_members_by_validation(tmp_path):
     assert e["validation_rho"] is None and e["chosen_by_validation"]["seed"] == 3
 
 
+def test_seed_statistics_counts_every_member_of_a_kept_best_ensemble(tmp_path):
+    doc = _result(0, [1.0], valid=0.5)
+    doc["results"][0].update(
+        ensemble=2,
+        ensemble_of=4,
+        selected_seeds=[4, 6],
+        member_seeds=[3, 4, 5, 6],
+        member_rmse=[4.0, 2.0, 3.0, 1.0],
+        member_train_rmse=[0.9, 0.5, 0.7, 0.1],
+    )
+    (tmp_path / "nonlinear_toy_best2.json").write_text(json.dumps(doc))
+    res, markdown = _seed_statistics(tmp_path)
+    e = res["ensembles"]["toy_best2"]["MS-STCN"]["test_0"]
+    assert (e["n_members"], e["kept"], e["members_beaten"]) == (4, 2, 3)
+    assert "| test_0 | 2 best of 4 | 1 | 2.5 (1-4) | 3 of 4 |" in markdown
+
+
 def test_ensemble_throughput_quick(benchmark_data, tmp_path):
     out = tmp_path / "ens.json"
     script = ROOT / "benchmarks" / "ensemble_throughput.py"

@@ -343,6 +343,30 @@ def test_fit_an_ensemble_then_evaluate_and_simulate_it(tmp_path, capsys):
     assert status == 2 and "number of members >= 1" in err
     status, _, err = run(["fit", *SYNTH, *TINY, "--n-jobs", "2"], capsys)
     assert status == 2 and "add --ensemble K" in err
+    status, _, err = run(["fit", *SYNTH, *TINY, "--keep-best", "1"], capsys)
+    assert status == 2 and "add --ensemble K" in err
+    argv = ["fit", *SYNTH, *TINY, "--ensemble", "2", "--keep-best", "3"]
+    status, _, err = run([*argv, "--output", tmp_path / "no.safetensors"], capsys)
+    assert status == 2 and "--keep-best takes a number of members in [1, 2]" in err
+    assert not (tmp_path / "no.safetensors").exists()
+
+
+def test_fit_an_ensemble_keeping_its_best_member(tmp_path, capsys):
+    """fit --ensemble 2 --keep-best 1: the file predicts with the member
+    whose training free run scored best; the side file names the choice."""
+    from sysid_msstcn import EnsembleRegressor
+
+    path = tmp_path / "ens.safetensors"
+    argv = ["fit", *SYNTH, *TINY, "--ensemble", "2", "--keep-best", "1"]
+    assert run([*argv, "--output", path], capsys)[0] == 0
+    ens = EnsembleRegressor.load(path)
+    best = int(np.argmin(ens.member_scores_))
+    assert ens.selected_ == [best] and ens.keep_best == 1
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["selected_seeds"] == [ens.seeds_[best]]
+    assert side["member_scores"] == list(ens.member_scores_)
+    u = np.random.default_rng(0).normal(size=(100, 1))
+    np.testing.assert_array_equal(ens.predict(u), ens.estimators_[best].predict(u))
 
 
 def test_handwriting_fit_evaluate_and_sample(shared_data, tmp_path, capsys):

@@ -27,7 +27,14 @@ EXPECTED_FAILED_CHECKS = {  # as for MSSTCNRegressor (test_sklearn_api)
 
 
 @parametrize_with_checks(
-    [EnsembleRegressor(MSSTCNRegressor(**TINY_ESTIMATOR), n_members=2, random_state=0)],
+    [
+        EnsembleRegressor(
+            MSSTCNRegressor(**TINY_ESTIMATOR), n_members=2, random_state=0
+        ),
+        EnsembleRegressor(
+            MSSTCNRegressor(**TINY_ESTIMATOR), n_members=2, random_state=0, keep_best=1
+        ),
+    ],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
 )
 def test_sklearn_estimator_checks(estimator, check):
