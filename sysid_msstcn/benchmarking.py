@@ -23,6 +23,8 @@ from ._benchmark_eval import (
 from ._provenance import git_commit as _commit
 from .baselines import (
     ARXRegressor,
+    CascadedTanks,
+    GreyBoxRegressor,
     MLPNARXRegressor,
     PolynomialNARXRegressor,
     SubnetRegressor,
@@ -35,6 +37,7 @@ from .hybrid import LinearResidualRegressor
 
 __all__ = [
     "BUDGETS",
+    "GREYBOX_HYBRID_LABEL",
     "HYBRID_LABEL",
     "PUBLISHED",
     "TARGETS",
@@ -133,7 +136,9 @@ TARGETS = {
 # {"n_members": K, "n_jobs": J}) makes each MS-STCN entry an
 # EnsembleRegressor of K members with seeds seed, seed + 1, ...; "arx":
 # {"na", "nb", "nk", "integrate"} replaces entries of the benchmark's ARX
-# (the ARX baseline and the linear part of the hybrid alike).
+# (the ARX baseline and the linear part of the hybrid alike); "nominal":
+# "greybox" makes the hybrid's nominal model the benchmark's grey-box model
+# (Cascaded Tanks only; label GREYBOX_HYBRID_LABEL) instead of its ARX.
 _FINETUNE = {
     "max_iter": 10,
     "rollout_steps": 64,
@@ -174,6 +179,39 @@ BUDGETS: dict[str, dict[str, Any]] = {
 
 # Label of MS-STCN on the ARX residual (budget entry "linear_residual").
 HYBRID_LABEL = "MS-STCN + ARX"
+# Label of MS-STCN on the grey-box residual (budget entry "nominal").
+GREYBOX_HYBRID_LABEL = "MS-STCN + grey-box"
+
+# Grey-box structures per benchmark, and the warm-up their state estimate
+# uses (the benchmark's n_init).
+_GREYBOX = {"cascaded_tanks": (CascadedTanks, 50)}
+
+
+def greybox_model(name: str, random_state: int = 0) -> GreyBoxRegressor:
+    """The grey-box baseline of a benchmark (Cascaded Tanks only).
+
+    Parameters
+    ----------
+    name : str
+        Benchmark name.
+    random_state : int, default=0
+        Seeds the restarts of the parameter fit.
+
+    Returns
+    -------
+    GreyBoxRegressor
+        Unfitted, five restarts besides the model's own starting point.
+    """
+    key = name.lower()
+    if key not in _GREYBOX:
+        raise ValueError(
+            f"no grey-box model for {name!r}; there is one for {sorted(_GREYBOX)}"
+        )
+    structure, n_init = _GREYBOX[key]
+    return GreyBoxRegressor(
+        structure(), n_init=n_init, n_restarts=5, random_state=random_state
+    )
+
 
 # ARX / NARX orders per benchmark (chosen from the literature, not the test).
 _ORDERS = {
@@ -230,6 +268,11 @@ def default_models(
             f"linear_residual must be True, False or 'both', got {hybrid!r}"
         )
     ensemble = _ensemble_params(params.pop("ensemble", None))
+    nominal = params.pop("nominal", "arx")
+    if nominal not in ("arx", "greybox"):
+        raise ValueError(f"nominal must be 'arx' or 'greybox', got {nominal!r}")
+    if nominal == "greybox" and hybrid is False:
+        raise ValueError("nominal='greybox' needs linear_residual True or 'both'")
     orders = _ORDERS.get(name, {"arx": (4, 4, 0), "narx": (2, 4, 4)})
     arx_params = _arx_params(orders["arx"], params.pop("arx", None))
     models: dict[str, Any] = {}
@@ -239,8 +282,12 @@ def default_models(
         )
     if hybrid in (True, "both"):
         net = MSSTCNRegressor(random_state=random_state, device=device, **params)
-        arx = ARXRegressor(**arx_params)
-        models[HYBRID_LABEL] = LinearResidualRegressor(net, arx)
+        if nominal == "greybox":
+            gb = greybox_model(name, random_state=random_state)
+            models[GREYBOX_HYBRID_LABEL] = LinearResidualRegressor(net, gb)
+        else:
+            arx = ARXRegressor(**arx_params)
+            models[HYBRID_LABEL] = LinearResidualRegressor(net, arx)
     if ensemble:
         for label in list(models):
             models[label] = EnsembleRegressor(
@@ -255,6 +302,8 @@ def default_models(
         models["MLP NARX"] = MLPNARXRegressor(
             hidden_layer_sizes=(64,), na=ylag, nb=xlag, random_state=random_state
         )
+        if name.lower() in _GREYBOX:
+            models["grey-box"] = greybox_model(name, random_state=random_state)
     if baselines and deepsi_available():
         # the encoder window fits in the test warm-up (CED 10, EMPS 20, 50)
         lags = {"ced": 10}.get(name.lower(), 20)
@@ -400,7 +449,8 @@ def run_benchmark(
                 configs[label][part] = {
                     k: _plain(v) for k, v in fitted_part.get_params(deep=False).items()
                 }
-        if label in ("MS-STCN", HYBRID_LABEL) and is_msstcn and finetune:
+        default = ("MS-STCN", HYBRID_LABEL, GREYBOX_HYBRID_LABEL)
+        if label in default and is_msstcn and finetune:
             stage = {"warm_start": True, **finetune}
             # the residual model continues; the ARX is refitted
             prefix = "estimator__" * (int(ens) + int(is_hybrid))

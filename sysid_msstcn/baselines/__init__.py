@@ -18,6 +18,10 @@ Every class is a scikit-learn regressor with the same protocol as
 All input conversion goes through
 :func:`sysid_msstcn.data._validation.as_experiments`.
 
+``GreyBoxRegressor`` fits the physical parameters of a ``GreyBoxModel``
+(``CascadedTanks`` for the Cascaded Tanks benchmark) by simulation error and
+estimates the initial state from the warm-up.
+
 ``SubnetRegressor`` wraps deepSI's SUBNET, which is installed separately
 (``pip install --no-deps "deepsi==0.4.4" cloudpickle``; see the README): deepSI
 0.4.4 pins ``nonlinear_benchmarks<0.2`` while this package needs ``>=1.0.1``,
@@ -27,11 +31,15 @@ so no extra can depend on it.
 from __future__ import annotations
 
 from .arx import ARXRegressor
+from .greybox import CascadedTanks, GreyBoxModel, GreyBoxRegressor
 from .narx import MLPNARXRegressor, PolynomialNARXRegressor
 from .subnet import SubnetRegressor, deepsi_available
 
 __all__ = [
     "ARXRegressor",
+    "CascadedTanks",
+    "GreyBoxModel",
+    "GreyBoxRegressor",
     "MLPNARXRegressor",
     "PolynomialNARXRegressor",
     "SubnetRegressor",
