@@ -93,6 +93,26 @@ def test_linear_residual_takes_true_false_or_both():
     assert list(both) == ["MS-STCN", "MS-STCN + ARX"]
 
 
+def test_the_grey_box_is_a_baseline_and_a_nominal_model_on_the_tanks_only():
+    from sysid_msstcn.baselines import CascadedTanks, GreyBoxRegressor
+    from sysid_msstcn.benchmarking import GREYBOX_HYBRID_LABEL, default_models
+
+    budget = {"linear_residual": "both", "nominal": "greybox"}
+    models = default_models("cascaded_tanks", budget, random_state=3)
+    assert list(models)[:2] == ["MS-STCN", GREYBOX_HYBRID_LABEL]
+    for gb in (models["grey-box"], models[GREYBOX_HYBRID_LABEL].linear):
+        assert isinstance(gb, GreyBoxRegressor)
+        assert isinstance(gb.model, CascadedTanks)
+        assert (gb.n_init, gb.random_state) == (50, 3)  # the benchmark's warm-up
+    assert "grey-box" not in default_models("ced", "tiny")
+    with pytest.raises(ValueError, match="no grey-box model for 'ced'"):
+        default_models("ced", {"linear_residual": True, "nominal": "greybox"})
+    with pytest.raises(ValueError, match="nominal must be 'arx' or 'greybox'"):
+        default_models("cascaded_tanks", {"linear_residual": True, "nominal": "x"})
+    with pytest.raises(ValueError, match="needs linear_residual"):
+        default_models("cascaded_tanks", {"nominal": "greybox"})
+
+
 def test_budget_arx_entry_reaches_the_baseline_and_the_hybrid():
     from sysid_msstcn.benchmarking import default_models
 

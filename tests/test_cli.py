@@ -477,6 +477,20 @@ def test_benchmark_on_cascaded_tanks(benchmark_data, tmp_path, capsys):
     assert {r["model"] for r in rows} == {"ARX", "MS-STCN"}
 
 
+@pytest.mark.data
+def test_benchmark_ms_stcn_on_the_grey_box_residual(benchmark_data, tmp_path, capsys):
+    argv = ["benchmark", "cascaded_tanks", "--data-dir", benchmark_data, *TINY]
+    argv += ["--models", "msstcn+greybox", "--mc-samples", "2"]
+    status, _, _ = run([*argv, "--output", tmp_path / "ct.json"], capsys)
+    assert status == 0
+    (row,) = json.loads((tmp_path / "ct.json").read_text())["results"]
+    assert row["model"] == "MS-STCN + grey-box" and row["rmse"] < 1.0
+    assert 0 <= row["coverage_90"] <= 1
+    argv = ["benchmark", "ced", "--data-dir", benchmark_data, *TINY]
+    status, _, err = run([*argv, "--models", "greybox"], capsys)
+    assert status == 2 and "no grey-box model for 'ced'" in err
+
+
 def test_python_dash_m_entry_point():
     proc = subprocess.run(
         [sys.executable, "-m", "sysid_msstcn", "--version"],

@@ -12,9 +12,12 @@ _MODELS = {
     "mlp": "MLP NARX",
     "msstcn": "MS-STCN",
     "msstcn+arx": "MS-STCN + ARX",  # LinearResidualRegressor on the ARX
+    "greybox": "grey-box",  # GreyBoxRegressor (cascaded_tanks only)
+    "msstcn+greybox": "MS-STCN + grey-box",  # ... on the grey-box residual
 }
 _DEFAULT_MODELS = ("arx", "narx", "mlp", "msstcn")
-_NETWORKS = ("msstcn", "msstcn+arx")  # the models with a Monte Carlo band
+# the models with a Monte Carlo band
+_NETWORKS = ("msstcn", "msstcn+arx", "msstcn+greybox")
 _SPEECH_PRESETS = {200: "blizzard_fw200", 25: "blizzard_fw25", 2: "blizzard_fw2"}
 
 

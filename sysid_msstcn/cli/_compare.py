@@ -68,6 +68,13 @@ def _baseline(name: str, data: Data, budget: float, seed: int):
     from ..baselines import ARXRegressor, MLPNARXRegressor, PolynomialNARXRegressor
     from ..data import BENCHMARKS
 
+    if name == "greybox":
+        from ..benchmarking import greybox_model
+
+        try:
+            return greybox_model(data.name, random_state=seed)
+        except ValueError as exc:
+            raise UsageError(f"greybox: {exc}") from None
     if data.name in BENCHMARKS:
         from ..benchmarking import default_models
 
@@ -102,11 +109,11 @@ def _compare(data: Data, models, est_params: dict, args, *, budget: float = 1.0)
     for key in models:
         if key == "msstcn":
             model = _make_estimator(est_params)
-        elif key == "msstcn+arx":
+        elif key in ("msstcn+arx", "msstcn+greybox"):
             from ..hybrid import LinearResidualRegressor
 
-            arx = _baseline("arx", data, budget, args.seed)
-            model = LinearResidualRegressor(_make_estimator(est_params), arx)
+            nominal = _baseline(key.split("+")[1], data, budget, args.seed)
+            model = LinearResidualRegressor(_make_estimator(est_params), nominal)
         else:
             model = _baseline(key, data, budget, args.seed)
         _say(f"fitting {_MODELS[key]} ...", args.quiet)

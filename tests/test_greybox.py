@@ -1,0 +1,147 @@
+"""GreyBoxRegressor: physical structures fitted by their simulation error."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from sysid_msstcn import LinearResidualRegressor, MSSTCNRegressor
+from sysid_msstcn.baselines import CascadedTanks, GreyBoxModel, GreyBoxRegressor
+from sysid_msstcn.exceptions import ShapeError
+
+THETA = np.array([0.06, 0.04, 0.05, 0.05, 0.8, 9.0, 10.0, 0.3])
+
+
+def _tanks_data(seed: int = 0, n_steps: int = 20, x0=(4.0, 4.0)):
+    """Pump-voltage steps of 20 samples and the tanks' noise-free levels."""
+    steps = np.random.default_rng(seed).uniform(1, 6, size=n_steps)
+    u = np.repeat(steps, 20)[:, None]  # (20 n_steps, 1)
+    return u, CascadedTanks().simulate(np.array(x0), u, THETA)
+
+
+class FirstOrder(GreyBoxModel):
+    """x(t+1) = a x(t) + b u(t), y = x: the default simulate path."""
+
+    param_names = ("a", "b")
+
+    def step(self, x, u, theta):
+        return theta[0] * x + theta[1] * u
+
+    def output(self, x, theta):
+        return x.copy()
+
+    def initial_params(self):
+        return np.array([0.5, 0.5])
+
+    def param_bounds(self):
+        return np.array([-0.99, -5.0]), np.array([0.99, 5.0])
+
+    def state_bounds(self):
+        return np.array([-100.0]), np.array([100.0])
+
+    def initial_state(self, y0, theta):
+        return np.asarray(y0, dtype=float)
+
+
+def test_the_tanks_fast_simulation_equals_the_step_by_step_one():
+    u, _ = _tanks_data()
+    tanks = CascadedTanks(sampling_time=4.0, substeps=3)
+    x0 = np.array([5.0, 2.0])
+    fast = tanks.simulate(x0, u, THETA)
+    slow = GreyBoxModel.simulate(tanks, x0, u, THETA)  # step and output
+    np.testing.assert_array_equal(fast, slow)
+    assert fast.max() <= THETA[6] + THETA[7]  # the lower tank overflows
+
+
+def test_noise_free_tanks_are_simulated_exactly_from_two_experiments():
+    (u1, y1), (u2, y2) = _tanks_data(0), _tanks_data(1, x0=(2.0, 6.0))
+    model = GreyBoxRegressor(CascadedTanks(), n_restarts=0, random_state=0)
+    model.fit([u1, u2], [y1[:, 0], y2[:, 0]])
+    assert model.cost_ < 1e-12 and len(model.initial_states_) == 2
+    np.testing.assert_allclose(model.initial_states_[1][1], 6.0, atol=1e-5)
+    u3, y3 = _tanks_data(2, x0=(3.0, 3.0))  # a new record, a new state
+    pred = model.predict(u3, y3[:10, 0])
+    assert pred.shape == (400,)
+    np.testing.assert_allclose(pred, y3[:, 0], atol=1e-5)
+    np.testing.assert_array_equal(pred[:10], y3[:10, 0])  # the warm-up as given
+    assert model.score(u3, y3[:, 0]) > 0.999999
+
+
+def test_a_structure_of_your_own_recovers_its_parameters():
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((200, 1))
+    y = np.zeros((200, 1))
+    for t in range(199):
+        y[t + 1] = 0.8 * y[t] + 0.3 * u[t]
+    model = GreyBoxRegressor(FirstOrder(), n_init=1, random_state=0).fit(u, y)
+    np.testing.assert_allclose(model.params_, [0.8, 0.3], atol=1e-8)
+    np.testing.assert_allclose(model.predict(u, y[:1]), y, atol=1e-8)
+
+
+def test_restarts_are_seeded_and_keep_the_best_start():
+    u, y = _tanks_data()
+    noisy = y + 0.05 * np.random.default_rng(3).standard_normal(y.shape)
+    one = GreyBoxRegressor(CascadedTanks(), n_restarts=0, random_state=0)
+    three = clone(one).set_params(n_restarts=2)
+    costs = [m.fit(u, noisy).cost_ for m in (one, three)]
+    assert costs[1] <= costs[0]
+    again = clone(three).fit(u, noisy)
+    np.testing.assert_array_equal(again.params_, three.params_)
+
+
+def test_clone_and_pickle_keep_the_structure():
+    u, y = _tanks_data()
+    model = GreyBoxRegressor(CascadedTanks(substeps=2), n_restarts=0).fit(u, y)
+    twin = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(twin.predict(u, y[:10]), model.predict(u, y[:10]))
+    assert clone(model).get_params()["model"].substeps == 2
+    assert "CascadedTanks(sampling_time=4.0, substeps=2)" in repr(model)
+
+
+def test_as_the_nominal_model_of_a_hybrid():
+    u, y = _tanks_data()
+    y = y + 0.05 * np.random.default_rng(0).standard_normal(y.shape)
+    gb = GreyBoxRegressor(CascadedTanks(), n_restarts=0, random_state=0)
+    net = MSSTCNRegressor(
+        preset="sysid_small",
+        max_iter=1,
+        steps_per_epoch=2,
+        window=64,
+        batch_size=4,
+        random_state=0,
+        device="cpu",
+    )
+    hybrid = LinearResidualRegressor(net, gb).fit(u, y[:, 0])
+    alone = clone(gb).fit(u, y[:, 0])
+    np.testing.assert_array_equal(
+        hybrid.linear_simulation(u, y[:60, 0]), alone.predict(u, y[:60, 0])
+    )
+    assert np.all(np.isfinite(hybrid.predict(u, y[:60, 0])))
+
+
+def test_bad_input_is_named():
+    u, y = _tanks_data()
+    with pytest.raises(TypeError, match="model must be a GreyBoxModel"):
+        GreyBoxRegressor().fit(u, y)
+    with pytest.raises(ShapeError, match="has 1 input"):
+        GreyBoxRegressor(CascadedTanks()).fit(np.hstack([u, u]), y)
+    with pytest.raises(ValueError, match="n_init must be >= 1"):
+        GreyBoxRegressor(CascadedTanks(), n_init=0).fit(u, y)
+    with pytest.raises(ValueError, match="n_restarts must be an int"):
+        GreyBoxRegressor(CascadedTanks(), n_restarts=1.5).fit(u, y)
+    bad = y.copy()
+    bad[5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        GreyBoxRegressor(CascadedTanks()).fit(u, bad)
+    with pytest.raises(NotFittedError):
+        GreyBoxRegressor(CascadedTanks()).predict(u, y[:10])
+    model = GreyBoxRegressor(CascadedTanks(), n_restarts=0).fit(u, y)
+    with pytest.raises(ShapeError, match="needs at least n_init_=10"):
+        model.predict(u, y[:5])
+    with pytest.raises(ShapeError, match="X has 2 input channel"):
+        model.predict(np.hstack([u, u]), y[:10])
+    assert model.predict(u).shape == y.shape  # no warm-up: the training mean
