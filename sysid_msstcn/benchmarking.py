@@ -43,6 +43,7 @@ __all__ = [
     "TARGETS",
     "default_models",
     "evaluate_records",
+    "greybox_model",
     "hardware_info",
     "run_benchmark",
     "training_rmse",
