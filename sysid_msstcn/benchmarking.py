@@ -450,6 +450,13 @@ def run_benchmark(
                 configs[label][part] = {
                     k: _plain(v) for k, v in fitted_part.get_params(deep=False).items()
                 }
+        # a grey-box model's fitted physical parameters (the first member's)
+        greybox = members[0].linear_ if is_hybrid else members[0]
+        if isinstance(greybox, GreyBoxRegressor):
+            names = greybox.model.param_names
+            fitted_params = dict(zip(names, map(float, greybox.params_), strict=True))
+            where = configs[label]["linear"] if is_hybrid else configs[label]
+            where["fitted_params"] = fitted_params
         default = ("MS-STCN", HYBRID_LABEL, GREYBOX_HYBRID_LABEL)
         if label in default and is_msstcn and finetune:
             stage = {"warm_start": True, **finetune}

@@ -113,6 +113,22 @@ def test_the_grey_box_is_a_baseline_and_a_nominal_model_on_the_tanks_only():
         default_models("cascaded_tanks", {"nominal": "greybox"})
 
 
+def test_the_grey_box_row_records_the_fitted_physical_parameters(benchmark_data):
+    from sysid_msstcn.benchmarking import greybox_model
+
+    gb = greybox_model("cascaded_tanks").set_params(n_restarts=0)
+    res = run_benchmark(
+        "cascaded_tanks", models={"grey-box": gb}, data_dir=benchmark_data
+    )
+    (row,) = res["results"]
+    assert row["rmse"] < 0.5  # the physical structure alone: 0.36-0.42 V
+    params = res["config"]["grey-box"]["fitted_params"]
+    assert list(params) == list(gb.model.param_names)
+    assert 0 < params["k1"] and params["h2"] + params["offset"] == pytest.approx(
+        10.0, abs=0.2
+    )  # the lower tank overflows at the sensor's 10 V
+
+
 def test_budget_arx_entry_reaches_the_baseline_and_the_hybrid():
     from sysid_msstcn.benchmarking import default_models
 
