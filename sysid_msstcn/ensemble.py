@@ -264,37 +264,36 @@ class EnsembleRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         fitted = Parallel(n_jobs=self.n_jobs)(
             delayed(_fit_member)(m, X, y) for m in members
         )
+        n_init = max(int(getattr(m, "n_init_", 0)) for m in fitted)
+        scores, selected = self._select(fitted, data, n_init)
+        # every attribute at once: a failed fit leaves the earlier state
         self.estimators_ = list(fitted)
         self.seeds_ = seeds
+        self.member_scores_ = scores
+        self.selected_ = selected
         self.n_features_in_ = data.n_inputs
         self.n_outputs_ = data.n_outputs
-        self.n_init_ = max(int(getattr(m, "n_init_", 0)) for m in fitted)
+        self.n_init_ = n_init
         self._y_1d = data.y_1d
-        self._select(data)
         return self
 
-    def _select(self, data: Any) -> None:
-        """Score the members on the training data and keep the best ones."""
+    def _select(
+        self, fitted: list, data: Any, n_init: int
+    ) -> tuple[np.ndarray | None, list[int]]:
+        """Training free-run scores of the members and the kept indices."""
         if self.keep_best is None:
-            self.member_scores_ = None
-            self.selected_ = list(range(len(self.estimators_)))
-            return
-        too_short = [len(y) for y in data.y if len(y) <= self.n_init_]
-        if len(too_short) == len(data.y):
+            return None, list(range(len(fitted)))
+        keep = [i for i, y in enumerate(data.y) if len(y) > n_init]
+        if not keep:
             raise ValueError(
                 "keep_best scores the members' free runs after their warm-up of "
-                f"n_init_={self.n_init_} samples, but no training experiment is "
-                f"longer (lengths {too_short})"
+                f"n_init_={n_init} samples, but no training experiment is longer "
+                f"(lengths {[len(y) for y in data.y]})"
             )
-        pairs = [(u, y) for u, y in zip(data.u, data.y, strict=True)]
-        pairs = [(u, y) for u, y in pairs if len(y) > self.n_init_]
-        us, ys = [u for u, _ in pairs], [y for _, y in pairs]
-        scores = np.array(
-            [_training_nrmse(m, us, ys, self.n_init_) for m in self.estimators_]
-        )
+        us, ys = [data.u[i] for i in keep], [data.y[i] for i in keep]
+        scores = np.array([_training_nrmse(m, us, ys, n_init) for m in fitted])
         order = np.argsort(scores, kind="stable")  # ties: the lower seed index
-        self.member_scores_ = scores
-        self.selected_ = sorted(int(i) for i in order[: self.keep_best])
+        return scores, sorted(int(i) for i in order[: self.keep_best])
 
     def _members(self) -> list:
         """The members the ensemble predicts with (``selected_``)."""

@@ -100,9 +100,11 @@ def test_bad_keep_best_is_named(k):
 def test_training_data_too_short_to_score_is_named():
     u, y = duffing_system()
     ens = EnsembleRegressor(_Diverging(), n_members=2, random_state=0, keep_best=1)
+    assert ens.fit(u[:3], y[:3]).selected_ == [0]  # both inf: the first kept
+    before = ens.estimators_
     with pytest.raises(ValueError, match="no training experiment is longer"):
         ens.fit(u[:2], y[:2])
-    assert ens.fit(u[:3], y[:3]).selected_ == [0]  # both inf: the first kept
+    assert ens.estimators_ is before and ens.selected_ == [0]  # left as it was
 
 
 def _header(path):
