@@ -178,7 +178,8 @@ def save_ensemble(ens, path) -> None:
         "member_scores": (
             None
             if ens.member_scores_ is None
-            else [float(v) for v in ens.member_scores_]  # inf is written as Infinity
+            # a diverged member's inf is written as null (strict JSON)
+            else [float(v) if np.isfinite(v) else None for v in ens.member_scores_]
         ),
         "y_1d": bool(ens._y_1d),
         "members": members,
@@ -236,7 +237,11 @@ def load_ensemble(cls, member_cls, path, device: str | None = None):
         scores = payload.get("member_scores")
         if scores is not None and len(scores) != len(members):
             raise ValueError("the member scores do not match the members")
-        ens.member_scores_ = None if scores is None else np.asarray(scores, float)
+        ens.member_scores_ = (
+            None
+            if scores is None
+            else np.array([np.inf if v is None else float(v) for v in scores])
+        )
         ens.n_features_in_ = members[0].n_features_in_
         ens.n_outputs_ = members[0].n_outputs_
         ens.n_init_ = max(int(m.n_init_) for m in members)

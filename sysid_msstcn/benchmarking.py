@@ -502,7 +502,9 @@ def run_benchmark(
             if ens and model.keep_best is not None:
                 row["ensemble_of"] = len(members)
                 row["selected_seeds"] = [model.seeds_[i] for i in model.selected_]
-                row["member_scores"] = [float(v) for v in model.member_scores_]
+                row["member_scores"] = [  # None: the member's free run diverged
+                    float(v) if np.isfinite(v) else None for v in model.member_scores_
+                ]
             if ens and is_msstcn:
                 row["epochs"] = [n.n_iter_ for n in nets]
                 row["best_epoch"] = [n.best_epoch_ for n in nets]

@@ -140,6 +140,11 @@ def test_the_selection_is_saved_and_a_first_format_file_uses_every_member(
     _rewrite(path, header, state)
     old = EnsembleRegressor.load(path)
     assert old.selected_ == [0, 1, 2] and old.member_scores_ is None
+    # a diverged member's inf is written as null and read back as inf
+    header["format"], header["selected"] = "sysid_msstcn.ensemble/2", [0, 1]
+    header["member_scores"] = [0.5, 0.25, None]
+    _rewrite(path, header, state)
+    assert EnsembleRegressor.load(path).member_scores_.tolist() == [0.5, 0.25, np.inf]
     runs = [m.predict(u, y[:20]) for m in ens.estimators_]
     np.testing.assert_array_equal(old.predict(u, y[:20]), np.mean(runs, axis=0))
 

@@ -174,7 +174,9 @@ def _fit_and_save(args: argparse.Namespace) -> int:
         **(
             {
                 "selected_seeds": [est.seeds_[i] for i in est.selected_],
-                "member_scores": [float(v) for v in est.member_scores_],
+                "member_scores": [  # None: the member's free run diverged
+                    float(v) if np.isfinite(v) else None for v in est.member_scores_
+                ],
             }
             if args.ensemble and args.keep_best is not None
             else {}
