@@ -24,6 +24,7 @@ from ._provenance import git_commit as _commit
 from .baselines import (
     ARXRegressor,
     CascadedTanks,
+    EMPSDrive,
     GreyBoxRegressor,
     MLPNARXRegressor,
     PolynomialNARXRegressor,
@@ -139,7 +140,7 @@ TARGETS = {
 # {"na", "nb", "nk", "integrate"} replaces entries of the benchmark's ARX
 # (the ARX baseline and the linear part of the hybrid alike); "nominal":
 # "greybox" makes the hybrid's nominal model the benchmark's grey-box model
-# (Cascaded Tanks only; label GREYBOX_HYBRID_LABEL) instead of its ARX.
+# (Cascaded Tanks and EMPS; label GREYBOX_HYBRID_LABEL) instead of its ARX.
 _FINETUNE = {
     "max_iter": 10,
     "rollout_steps": 64,
@@ -183,13 +184,14 @@ HYBRID_LABEL = "MS-STCN + ARX"
 # Label of MS-STCN on the grey-box residual (budget entry "nominal").
 GREYBOX_HYBRID_LABEL = "MS-STCN + grey-box"
 
-# Grey-box structures per benchmark, and the warm-up their state estimate
-# uses (the benchmark's n_init).
-_GREYBOX = {"cascaded_tanks": (CascadedTanks, 50)}
+# Grey-box structures per benchmark, the warm-up their state estimate uses
+# (the benchmark's n_init) and the random restarts of the fit (EMPS's long
+# record makes each start take about a minute).
+_GREYBOX = {"cascaded_tanks": (CascadedTanks, 50, 5), "emps": (EMPSDrive, 20, 1)}
 
 
 def greybox_model(name: str, random_state: int = 0) -> GreyBoxRegressor:
-    """The grey-box baseline of a benchmark (Cascaded Tanks only).
+    """The grey-box baseline of a benchmark (Cascaded Tanks and EMPS).
 
     Parameters
     ----------
@@ -201,16 +203,18 @@ def greybox_model(name: str, random_state: int = 0) -> GreyBoxRegressor:
     Returns
     -------
     GreyBoxRegressor
-        Unfitted, five restarts besides the model's own starting point.
+        Unfitted: :class:`~sysid_msstcn.baselines.CascadedTanks` with five
+        restarts besides the structure's own starting point, or
+        :class:`~sysid_msstcn.baselines.EMPSDrive` with one.
     """
     key = name.lower()
     if key not in _GREYBOX:
         raise ValueError(
             f"no grey-box model for {name!r}; there is one for {sorted(_GREYBOX)}"
         )
-    structure, n_init = _GREYBOX[key]
+    structure, n_init, restarts = _GREYBOX[key]
     return GreyBoxRegressor(
-        structure(), n_init=n_init, n_restarts=5, random_state=random_state
+        structure(), n_init=n_init, n_restarts=restarts, random_state=random_state
     )
 
 

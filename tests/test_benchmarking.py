@@ -93,8 +93,8 @@ def test_linear_residual_takes_true_false_or_both():
     assert list(both) == ["MS-STCN", "MS-STCN + ARX"]
 
 
-def test_the_grey_box_is_a_baseline_and_a_nominal_model_on_the_tanks_only():
-    from sysid_msstcn.baselines import CascadedTanks, GreyBoxRegressor
+def test_the_grey_box_is_a_baseline_and_a_nominal_model_where_there_is_one():
+    from sysid_msstcn.baselines import CascadedTanks, EMPSDrive, GreyBoxRegressor
     from sysid_msstcn.benchmarking import GREYBOX_HYBRID_LABEL, default_models
 
     budget = {"linear_residual": "both", "nominal": "greybox"}
@@ -105,6 +105,8 @@ def test_the_grey_box_is_a_baseline_and_a_nominal_model_on_the_tanks_only():
         assert isinstance(gb.model, CascadedTanks)
         assert (gb.n_init, gb.random_state) == (50, 3)  # the benchmark's warm-up
     assert "grey-box" not in default_models("ced", "tiny")
+    emps = default_models("emps", "tiny")["grey-box"]
+    assert isinstance(emps.model, EMPSDrive) and emps.n_init == 20
     with pytest.raises(ValueError, match="no grey-box model for 'ced'"):
         default_models("ced", {"linear_residual": True, "nominal": "greybox"})
     with pytest.raises(ValueError, match="nominal must be 'arx' or 'greybox'"):

@@ -10,7 +10,12 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from sysid_msstcn import LinearResidualRegressor, MSSTCNRegressor
-from sysid_msstcn.baselines import CascadedTanks, GreyBoxModel, GreyBoxRegressor
+from sysid_msstcn.baselines import (
+    CascadedTanks,
+    EMPSDrive,
+    GreyBoxModel,
+    GreyBoxRegressor,
+)
 from sysid_msstcn.exceptions import ShapeError
 
 THETA = np.array([0.06, 0.04, 0.05, 0.05, 0.8, 9.0, 10.0, 0.3])
@@ -55,6 +60,19 @@ def test_the_tanks_fast_simulation_equals_the_step_by_step_one():
     slow = GreyBoxModel.simulate(tanks, x0, u, THETA)  # step and output
     np.testing.assert_array_equal(fast, slow)
     assert fast.max() <= THETA[6] + THETA[7]  # the lower tank overflows
+
+
+def test_the_drive_recovers_its_friction_from_a_noise_free_record():
+    drive = EMPSDrive()
+    theta = np.array([0.36, 2.3, 0.2, -0.03])
+    t = np.arange(3000) * drive.sampling_time
+    u = (np.sin(2 * np.pi * 0.7 * t) + 0.5 * np.sin(2 * np.pi * 2.3 * t))[:, None]
+    y = drive.simulate(np.array([0.1, 0.0]), u, theta)  # (3000, 1) positions
+    slow = GreyBoxModel.simulate(drive, np.array([0.1, 0.0]), u, theta)
+    np.testing.assert_allclose(y, slow, rtol=0, atol=1e-12)  # the two paths
+    model = GreyBoxRegressor(drive, n_init=20, n_restarts=0).fit(u, y)
+    np.testing.assert_allclose(model.params_, theta, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.predict(u, y[:20]), y, atol=1e-7)
 
 
 def test_noise_free_tanks_are_simulated_exactly_from_two_experiments():

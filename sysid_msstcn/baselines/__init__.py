@@ -19,7 +19,7 @@ All input conversion goes through
 :func:`sysid_msstcn.data._validation.as_experiments`.
 
 ``GreyBoxRegressor`` fits the physical parameters of a ``GreyBoxModel``
-(``CascadedTanks`` for the Cascaded Tanks benchmark) by simulation error and
+(``CascadedTanks`` and ``EMPSDrive`` for two of the benchmarks) by simulation error and
 estimates the initial state from the warm-up.
 
 ``SubnetRegressor`` wraps deepSI's SUBNET, which is installed separately
@@ -31,13 +31,14 @@ so no extra can depend on it.
 from __future__ import annotations
 
 from .arx import ARXRegressor
-from .greybox import CascadedTanks, GreyBoxModel, GreyBoxRegressor
+from .greybox import CascadedTanks, EMPSDrive, GreyBoxModel, GreyBoxRegressor
 from .narx import MLPNARXRegressor, PolynomialNARXRegressor
 from .subnet import SubnetRegressor, deepsi_available
 
 __all__ = [
     "ARXRegressor",
     "CascadedTanks",
+    "EMPSDrive",
     "GreyBoxModel",
     "GreyBoxRegressor",
     "MLPNARXRegressor",

@@ -12,7 +12,8 @@ physically structured simulation to correct.
 
 :class:`CascadedTanks` is the two-tank structure of the Cascaded Tanks
 benchmark (Schoukens and Noël, 2017): Torricelli outflows, a pump, and
-overflow of both tanks.
+overflow of both tanks. :class:`EMPSDrive` is the rigid-body model with
+friction of the EMPS benchmark.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from sysid_msstcn.exceptions import ShapeError
 
 from ._base import _check_int
 
-__all__ = ["CascadedTanks", "GreyBoxModel", "GreyBoxRegressor"]
+__all__ = ["CascadedTanks", "EMPSDrive", "GreyBoxModel", "GreyBoxRegressor"]
 
 # residual of a diverged simulation sample, in output units
 _DIVERGED = 1e3
@@ -181,6 +182,83 @@ class CascadedTanks(GreyBoxModel):
         return (
             f"CascadedTanks(sampling_time={self.sampling_time}, "
             f"substeps={self.substeps})"
+        )
+
+
+class EMPSDrive(GreyBoxModel):
+    """A prismatic drive with viscous and Coulomb friction (EMPS benchmark).
+
+    With position ``q``, velocity ``v`` and motor force reference ``u``::
+
+        dv/dt = a u - b v - c tanh(v / velocity_scale) - d
+        dq/dt = v
+
+    (the rigid-body model of Janot et al., 2019, divided by the mass: ``a``
+    is the drive gain, ``b`` the viscous and ``c`` the Coulomb friction,
+    ``d`` an offset, each per unit mass; the sign of the velocity is
+    smoothed by ``tanh``), integrated by semi-implicit Euler at the sample
+    time. The sensor reads ``q``. Parameters, in this order: ``a, b, c, d``.
+
+    Parameters
+    ----------
+    sampling_time : float, default=1e-3
+        Seconds between samples.
+    velocity_scale : float, default=1e-3
+        Velocity (m/s) over which the Coulomb friction changes sign.
+    """
+
+    n_states = 2
+    param_names = ("a", "b", "c", "d")
+
+    def __init__(self, sampling_time: float = 1e-3, velocity_scale: float = 1e-3):
+        self.sampling_time = sampling_time
+        self.velocity_scale = velocity_scale
+
+    def initial_params(self) -> np.ndarray:
+        """Unit gain and viscous friction, a tenth of Coulomb friction."""
+        return np.array([1.0, 1.0, 0.1, 0.0])
+
+    def param_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Nonnegative gain and friction up to 100, offset within +-10."""
+        return np.array([0.0, 0.0, 0.0, -10.0]), np.array([100.0, 100.0, 100.0, 10.0])
+
+    def state_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Positions and velocities within +-1 (m, m/s)."""
+        return np.full(2, -1.0), np.full(2, 1.0)
+
+    def initial_state(self, y0: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """At the measured position, at rest."""
+        return np.array([float(y0[0]), 0.0])
+
+    def step(self, x: np.ndarray, u: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """Position and velocity after one sample of force ``u[0]``."""
+        a, b, c, d = (float(v) for v in theta)
+        q, v = float(x[0]), float(x[1])
+        dt, scale = float(self.sampling_time), float(self.velocity_scale)
+        v += dt * (a * float(u[0]) - b * v - c * math.tanh(v / scale) - d)
+        return np.array([q + dt * v, v])
+
+    def output(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """The position."""
+        return np.array([float(x[0])])
+
+    def simulate(self, x0: np.ndarray, u: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """:meth:`GreyBoxModel.simulate` on Python floats."""
+        a, b, c, d = (float(v) for v in theta)
+        q, v = float(x0[0]), float(x0[1])
+        dt, scale = float(self.sampling_time), float(self.velocity_scale)
+        tanh = math.tanh
+        y = np.empty((u.shape[0], 1))
+        for t, ut in enumerate(u[:, 0].tolist()):
+            y[t, 0] = q
+            v += dt * (a * ut - b * v - c * tanh(v / scale) - d)
+            q += dt * v
+        return y
+
+    def __repr__(self) -> str:
+        return (
+            f"EMPSDrive(sampling_time={self.sampling_time}, "
+            f"velocity_scale={self.velocity_scale})"
         )
 
 

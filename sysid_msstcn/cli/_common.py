@@ -12,7 +12,7 @@ _MODELS = {
     "mlp": "MLP NARX",
     "msstcn": "MS-STCN",
     "msstcn+arx": "MS-STCN + ARX",  # LinearResidualRegressor on the ARX
-    "greybox": "grey-box",  # GreyBoxRegressor (cascaded_tanks only)
+    "greybox": "grey-box",  # GreyBoxRegressor (cascaded_tanks, emps)
     "msstcn+greybox": "MS-STCN + grey-box",  # ... on the grey-box residual
 }
 _DEFAULT_MODELS = ("arx", "narx", "mlp", "msstcn")
