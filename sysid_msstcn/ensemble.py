@@ -120,7 +120,10 @@ class EnsembleRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         the training data is used. Seeds whose networks settled in a poor
         minimum simulate their training record worse too, so this drops
         them (on EMPS the training free run ranked eight seeds by their
-        test error with Spearman's rho 0.98). None uses every member.
+        test error with Spearman's rho 0.98). Dropping members can still
+        make the mean worse where the kept ones share an error (on EMPS
+        the 4 best gave 3.41 mm, all 8 gave 2.75 mm), so ``keep_best=1``,
+        one well-chosen model, is the safer use. None uses every member.
 
     Attributes
     ----------
