@@ -185,8 +185,9 @@ HYBRID_LABEL = "MS-STCN + ARX"
 GREYBOX_HYBRID_LABEL = "MS-STCN + grey-box"
 
 # Grey-box structures per benchmark, the warm-up their state estimate uses
-# (the benchmark's n_init) and the random restarts of the fit (EMPS's long
-# record makes each start take about a minute).
+# (the benchmark's n_init) and the random restarts of the fit (fewer on
+# EMPS, whose training record is 24 times longer and whose fit converges to
+# one minimum from the structure's own start).
 _GREYBOX = {"cascaded_tanks": (CascadedTanks, 50, 5), "emps": (EMPSDrive, 20, 1)}
 
 
@@ -464,7 +465,7 @@ def run_benchmark(
         default = ("MS-STCN", HYBRID_LABEL, GREYBOX_HYBRID_LABEL)
         if label in default and is_msstcn and finetune:
             stage = {"warm_start": True, **finetune}
-            # the residual model continues; the ARX is refitted
+            # the residual model continues; the nominal model is refitted
             prefix = "estimator__" * (int(ens) + int(is_hybrid))
             model.set_params(**{f"{prefix}{k}": v for k, v in stage.items()})
             model.fit(X, Y)
