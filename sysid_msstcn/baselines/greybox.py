@@ -26,9 +26,9 @@ from scipy.optimize import least_squares
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from sysid_msstcn import metrics
+from sysid_msstcn._scoring import free_run_r2
 from sysid_msstcn._utils import check_random_state_seed
-from sysid_msstcn.data._validation import as_experiments
+from sysid_msstcn.data._validation import as_experiments, check_consistent_channels
 from sysid_msstcn.exceptions import ShapeError
 
 from ._base import _check_int
@@ -467,7 +467,12 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         check_is_fitted(self, "params_")
         model = self._model()
         data = as_experiments(X, y_init, allow_no_input=False, y_prefix=True)
-        self._check_channels_predict(data)
+        check_consistent_channels(
+            data,
+            self.n_features_in_,
+            self.n_outputs_,
+            estimator_name="GreyBoxRegressor",
+        )
         preds = []
         for i, (u, y0) in enumerate(zip(data.u, data.y, strict=True)):
             if y0 is None:
@@ -487,18 +492,6 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
             preds.append(sim[:, 0] if self._y_1d else sim)
         return preds if data.is_list else preds[0]
 
-    def _check_channels_predict(self, data: Any) -> None:
-        if data.n_inputs != self.n_features_in_:
-            raise ShapeError(
-                f"X has {data.n_inputs} input channel(s) but the model was "
-                f"fitted with {self.n_features_in_}"
-            )
-        if data.y[0] is not None and data.n_outputs != self.n_outputs_:
-            raise ShapeError(
-                f"y_init has {data.n_outputs} output channel(s) but the model "
-                f"was fitted with {self.n_outputs_}"
-            )
-
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """R² of the free run after the warm-up of ``n_init_`` samples.
 
@@ -513,12 +506,4 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         -------
         float
         """
-        if sample_weight is not None:
-            raise ValueError("sample_weight is not supported")
-        check_is_fitted(self, "params_")
-        data = as_experiments(X, y, allow_no_input=False)
-        n0 = self.n_init_
-        y_pred = self.predict(data.u, [v[:n0] for v in data.y])
-        return float(
-            metrics.r2(data.y, y_pred, n_init=n0, multioutput="uniform_average")
-        )
+        return free_run_r2(self, "params_", X, y, sample_weight)
