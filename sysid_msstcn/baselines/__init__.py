@@ -34,6 +34,7 @@ from .arx import ARXRegressor
 from .greybox import CascadedTanks, EMPSDrive, GreyBoxModel, GreyBoxRegressor
 from .narx import MLPNARXRegressor, PolynomialNARXRegressor
 from .subnet import SubnetRegressor, deepsi_available
+from .wiener_hammerstein import WienerHammerstein
 
 __all__ = [
     "ARXRegressor",
@@ -44,5 +45,6 @@ __all__ = [
     "MLPNARXRegressor",
     "PolynomialNARXRegressor",
     "SubnetRegressor",
+    "WienerHammerstein",
     "deepsi_available",
 ]

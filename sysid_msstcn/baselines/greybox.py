@@ -45,7 +45,9 @@ class GreyBoxModel:
     Subclass it and set ``n_states``, ``n_inputs``, ``n_outputs`` and
     ``param_names``, and define :meth:`step`, :meth:`output`,
     :meth:`initial_params`, :meth:`param_bounds`, :meth:`state_bounds` and
-    :meth:`initial_state`. Override :meth:`simulate` for speed.
+    :meth:`initial_state`. Override :meth:`simulate` for speed (or instead
+    of :meth:`step` and :meth:`output`), and :meth:`starts` to start the fit
+    from the data.
     """
 
     n_states: int = 1
@@ -77,11 +79,46 @@ class GreyBoxModel:
         """A guess of the state from the first measured output ``y0``."""
         raise NotImplementedError
 
+    def starts(
+        self,
+        u: list[np.ndarray],
+        y: list[np.ndarray],
+        n_restarts: int,
+        rng: np.random.Generator,
+    ) -> list[np.ndarray]:
+        """Parameter vectors the fit starts from.
+
+        The default is :meth:`initial_params` and ``n_restarts`` random
+        perturbations of it, each parameter multiplied by ``exp(U(-1, 1))``.
+        Override it to start from the data (as :class:`WienerHammerstein`
+        does from the best linear approximation).
+
+        Parameters
+        ----------
+        u, y : list of ndarray of shape (T, n_u) and (T, n_y)
+            The training experiments.
+        n_restarts : int
+            Starts wanted besides the first.
+        rng : numpy.random.Generator
+            The regressor's seeded generator.
+
+        Returns
+        -------
+        list of ndarray of shape (n_params,)
+            At least one start; they are clipped to :meth:`param_bounds`.
+        """
+        theta0 = np.asarray(self.initial_params(), dtype=float)
+        return [theta0] + [
+            theta0 * np.exp(rng.uniform(-1.0, 1.0, size=theta0.size))
+            for _ in range(n_restarts)
+        ]
+
     def simulate(self, x0: np.ndarray, u: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """Outputs (T, n_outputs) from state ``x0`` under inputs ``u`` (T, n_u).
 
         The output of sample ``t`` is that of the state before ``u[t]``
-        acts (a strictly proper model).
+        acts (a strictly proper model). A structure that overrides it need
+        not define :meth:`step` and :meth:`output`.
         """
         x = np.asarray(x0, dtype=float)
         y = np.empty((u.shape[0], self.n_outputs))
@@ -274,8 +311,9 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         Warm-up samples needed to estimate the initial state (``n_init_``);
         :meth:`predict` uses all of ``y_init``.
     n_restarts : int, default=3
-        Starts besides ``model.initial_params()``: each multiplies it by
-        ``exp(U(-1, 1))`` per parameter, clipped to the bounds. The fit
+        Starts besides the first, from ``model.starts``: by default the
+        first is ``model.initial_params()`` and each restart multiplies it
+        by ``exp(U(-1, 1))`` per parameter, clipped to the bounds. The fit
         with the lowest cost is kept.
     max_nfev : int or None, default=200
         Simulations per start and parameter (``least_squares``'s
@@ -380,10 +418,11 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
                 "GreyBoxRegressor requires y to be passed, but the target y is None"
             )
         self._check_channels(data, model)
-        theta0 = np.asarray(model.initial_params(), dtype=float)
+        rng = np.random.default_rng(check_random_state_seed(self.random_state))
+        starts = model.starts(data.u, data.y, restarts, rng)
         p_lo, p_hi = (np.asarray(b, dtype=float) for b in model.param_bounds())
         s_lo, s_hi = (np.asarray(b, dtype=float) for b in model.state_bounds())
-        n_p, n_x, n_e = theta0.size, model.n_states, len(data.u)
+        n_p, n_x, n_e = p_lo.size, model.n_states, len(data.u)
         lower = np.concatenate([p_lo, np.tile(s_lo, n_e)])
         upper = np.concatenate([p_hi, np.tile(s_hi, n_e)])
 
@@ -396,13 +435,9 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
                 ]
             )
 
-        rng = np.random.default_rng(check_random_state_seed(self.random_state))
-        starts = [theta0] + [
-            theta0 * np.exp(rng.uniform(-1.0, 1.0, size=n_p)) for _ in range(restarts)
-        ]
         best = None
         for theta in starts:
-            theta = np.clip(theta, p_lo, p_hi)
+            theta = np.clip(np.asarray(theta, dtype=float), p_lo, p_hi)
             states = [
                 np.clip(model.initial_state(v[0], theta), s_lo, s_hi) for v in data.y
             ]
