@@ -94,7 +94,12 @@ def test_linear_residual_takes_true_false_or_both():
 
 
 def test_the_grey_box_is_a_baseline_and_a_nominal_model_where_there_is_one():
-    from sysid_msstcn.baselines import CascadedTanks, EMPSDrive, GreyBoxRegressor
+    from sysid_msstcn.baselines import (
+        CascadedTanks,
+        EMPSDrive,
+        GreyBoxRegressor,
+        WienerHammerstein,
+    )
     from sysid_msstcn.benchmarking import GREYBOX_HYBRID_LABEL, default_models
 
     budget = {"linear_residual": "both", "nominal": "greybox"}
@@ -107,6 +112,9 @@ def test_the_grey_box_is_a_baseline_and_a_nominal_model_where_there_is_one():
     assert "grey-box" not in default_models("ced", "tiny")
     emps = default_models("emps", "tiny")["grey-box"]
     assert isinstance(emps.model, EMPSDrive) and emps.n_init == 20
+    wh = default_models("wiener_hammerstein", "tiny")["grey-box"]
+    assert isinstance(wh.model, WienerHammerstein)
+    assert (wh.n_init, wh.n_restarts) == (50, 0)
     with pytest.raises(ValueError, match="no grey-box model for 'ced'"):
         default_models("ced", {"linear_residual": True, "nominal": "greybox"})
     with pytest.raises(ValueError, match="nominal must be 'arx' or 'greybox'"):

@@ -115,9 +115,9 @@ class WienerHammerstein(GreyBoxModel):
     --------
     >>> import numpy as np
     >>> from sysid_msstcn.baselines import GreyBoxRegressor, WienerHammerstein
-    >>> u = np.random.default_rng(0).normal(size=(2000, 1))
-    >>> v = np.convolve(u[:, 0], [0.5, 0.3, 0.2])[:2000]
-    >>> y = np.tanh(np.convolve(v, [0.6, 0.4])[:2000])[:, None]
+    >>> u = np.random.default_rng(0).normal(size=(600, 1))
+    >>> v = np.convolve(u[:, 0], [0.5, 0.3, 0.2])[:600]
+    >>> y = np.tanh(np.convolve(v, [0.6, 0.4])[:600])[:, None]
     >>> wh = WienerHammerstein(order1=2, order2=1, n_knots=12)
     >>> model = GreyBoxRegressor(wh, n_init=20, n_restarts=0).fit(u, y)
     >>> bool(model.score(u, y) > 0.999)
