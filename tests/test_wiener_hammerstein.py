@@ -125,6 +125,17 @@ def test_starts_are_the_distinct_splits_of_the_poles():
         assert np.sqrt(np.mean((sim - y) ** 2)) < 0.05 * y.std()
 
 
+def test_a_complex_pair_that_cannot_be_split_becomes_two_real_poles():
+    b, a = np.array([0.3, 0.2, 0.1]), np.poly([0.6 + 0.4j, 0.6 - 0.4j]).real
+    u = np.random.default_rng(3).normal(size=(500, 1))
+    y = lfilter(b, a, u[:, 0])[:, None]
+    wh = WienerHammerstein(order1=1, order2=1, n_knots=5)
+    (start,) = wh.starts([u], [y], 3, np.random.default_rng(0))
+    blocks = wh.blocks(start)
+    for den in (blocks["a1"], blocks["a2"]):
+        np.testing.assert_allclose(den, [1.0, -0.6], atol=1e-6)
+
+
 def test_the_regressor_recovers_a_wiener_hammerstein_system():
     wh = WienerHammerstein(order1=2, order2=2, n_knots=8)
     theta = _theta(wh)

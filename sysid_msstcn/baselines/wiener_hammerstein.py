@@ -79,6 +79,16 @@ def _splits(poles: list[complex], k: int) -> list[tuple[list, list]]:
     return out
 
 
+def _spline(s: np.ndarray, knots: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Natural cubic spline through ``values`` at ``knots``, linear outside."""
+    spline = CubicSpline(knots, values, bc_type="natural")
+    out = spline(np.clip(s, knots[0], knots[-1]))
+    below, above = s < knots[0], s > knots[-1]
+    out[below] += spline(knots[0], 1) * (s[below] - knots[0])
+    out[above] += spline(knots[-1], 1) * (s[above] - knots[-1])
+    return out
+
+
 class WienerHammerstein(GreyBoxModel):
     """Linear filter, static nonlinearity, linear filter (``u -> G1 -> f -> G2``).
 
@@ -189,12 +199,7 @@ class WienerHammerstein(GreyBoxModel):
     def nonlinearity(self, s: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """``f(s)``: the spline, continued linearly outside [-1, 1]."""
         blocks = self.blocks(theta)
-        spline = CubicSpline(blocks["knots"], blocks["values"], bc_type="natural")
-        out = spline(np.clip(s, -1.0, 1.0))
-        below, above = s < -1.0, s > 1.0
-        out[below] += spline(-1.0, 1) * (s[below] + 1.0)
-        out[above] += spline(1.0, 1) * (s[above] - 1.0)
-        return out
+        return _spline(s, blocks["knots"], blocks["values"])
 
     def simulate(self, x0: np.ndarray, u: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """Outputs (T, 1) from the filter states ``x0`` under inputs ``u`` (T, 1)."""
@@ -205,9 +210,9 @@ class WienerHammerstein(GreyBoxModel):
         ):
             return np.full((u.shape[0], 1), np.nan)
         x0 = np.asarray(x0, dtype=float)
-        # v, y: (T,)
+        # v, w, y: (T,)
         v, _ = lfilter(blocks["b1"], blocks["a1"], u[:, 0], zi=x0[:n1])
-        w = self.nonlinearity(blocks["gain"] * v, theta)
+        w = _spline(blocks["gain"] * v, blocks["knots"], blocks["values"])
         y, _ = lfilter(blocks["b2"], blocks["a2"], w, zi=x0[n1:])
         return y[:, None]
 
@@ -296,8 +301,8 @@ class WienerHammerstein(GreyBoxModel):
         :meth:`best_linear_approximation` (complex pairs together) and no
         zeros, ``G2`` the other poles and the numerator that fits the
         approximation's output best (least squares), and ``f`` is the
-        straight line through the static gain. The spline's knots span the
-        first split's ``G1`` output on the training data. The first
+        straight line through the static gain. ``gain`` maps the largest
+        ``G1`` output on the training data to the last knot. The first
         ``n_restarts + 1`` distinct splits are returned (``rng`` is unused).
         """
         n1, n2, k = self._sizes()
@@ -305,9 +310,13 @@ class WienerHammerstein(GreyBoxModel):
         poles = list(np.roots(a))
         splits = _splits(poles, n1)
         while not splits:  # no conjugation-closed split: make a pair real
-            pair = min((q for q in poles if not _real(q)), key=lambda q: abs(q.imag))
-            poles = [q for q in poles if abs(q.real - pair.real) > _IMAG or _real(q)]
-            poles += [complex(pair.real), complex(pair.real)]
+            i = min(
+                (i for i, q in enumerate(poles) if q.imag > _IMAG),
+                key=lambda i: poles[i].imag,
+            )
+            j = min(range(len(poles)), key=lambda j: abs(poles[j] - np.conj(poles[i])))
+            real = complex(poles[i].real)
+            poles = [q for m, q in enumerate(poles) if m not in (i, j)] + [real, real]
             splits = _splits(poles, n1)
         out = []
         for part, rest in splits[: n_restarts + 1]:
