@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(_DEFAULT_MODELS),
         help=f"comma-separated, from {', '.join(_MODELS)} (msstcn+arx: MS-STCN "
         "on the residual of the ARX; greybox: the physical model, "
-        "cascaded_tanks and emps); default %(default)s",
+        "cascaded_tanks, emps and wiener_hammerstein); default %(default)s",
     )
     p.add_argument("--mc-samples", type=int, default=20, help=_MC_HELP)
     p.add_argument("--output", help=_OUTPUT_HELP)
