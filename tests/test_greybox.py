@@ -163,3 +163,23 @@ def test_bad_input_is_named():
     with pytest.raises(ShapeError, match="X has 2 input channel"):
         model.predict(np.hstack([u, u]), y[:10])
     assert model.predict(u).shape == y.shape  # no warm-up: the training mean
+
+
+class BadStarts(FirstOrder):
+    """Returns what ``starts`` is given as ``result``."""
+
+    def __init__(self, result):
+        self.result = result
+
+    def starts(self, u, y, n_restarts, rng):
+        return self.result
+
+
+def test_starts_of_the_wrong_size_or_none_get_a_named_error():
+    u = np.ones((50, 1))
+    y = FirstOrder().simulate(np.zeros(1), u, np.array([0.5, 0.5]))
+    for result in ([], [np.ones(3)]):
+        with pytest.raises(ValueError, match=r"starts must return .* shape \(2,\)"):
+            GreyBoxRegressor(BadStarts(result)).fit(u, y)
+    fitted = GreyBoxRegressor(BadStarts([np.array([0.2, 1.0])])).fit(u, y)
+    np.testing.assert_allclose(fitted.params_, [0.5, 0.5], atol=1e-6)

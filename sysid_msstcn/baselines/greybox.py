@@ -435,9 +435,15 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
                 ]
             )
 
+        starts = [np.asarray(theta, dtype=float) for theta in starts]
+        if not starts or any(theta.shape != (n_p,) for theta in starts):
+            raise ValueError(
+                f"{model!r}.starts must return at least one parameter vector of "
+                f"shape ({n_p},), got shapes {[theta.shape for theta in starts]}"
+            )
         best = None
         for theta in starts:
-            theta = np.clip(np.asarray(theta, dtype=float), p_lo, p_hi)
+            theta = np.clip(theta, p_lo, p_hi)
             states = [
                 np.clip(model.initial_state(v[0], theta), s_lo, s_hi) for v in data.y
             ]
