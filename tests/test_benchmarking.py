@@ -112,6 +112,7 @@ def test_the_grey_box_is_a_baseline_and_a_nominal_model_where_there_is_one():
     assert "grey-box" not in default_models("ced", "tiny")
     emps = default_models("emps", "tiny")["grey-box"]
     assert isinstance(emps.model, EMPSDrive) and emps.n_init == 20
+    assert emps.train_state == "warmup"
     wh = default_models("wiener_hammerstein", "tiny")["grey-box"]
     assert isinstance(wh.model, WienerHammerstein)
     assert (wh.n_init, wh.n_restarts) == (50, 0)

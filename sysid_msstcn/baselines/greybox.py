@@ -318,6 +318,14 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
     max_nfev : int or None, default=200
         Simulations per start and parameter (``least_squares``'s
         ``max_nfev`` is this times the number of unknowns).
+    train_state : {"fit", "warmup"}, default="fit"
+        The initial state of each training experiment. "fit": unknowns
+        fitted with the parameters. "warmup": for every parameter vector
+        tried, the state whose simulation fits the experiment's first
+        ``n_init`` outputs best, as :meth:`predict` estimates it. On a long
+        record of a drifting system (EMPS), "fit" can offset the drift with
+        a state that the warm-up does not support, and parameters fitted
+        that way simulate worse from the warm-up's state.
     random_state : int, Generator or None, default=None
         Seeds the restarts.
 
@@ -334,7 +342,8 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
     params_ : ndarray of shape (n_params,)
         Fitted parameters, in ``model.param_names`` order.
     initial_states_ : list of ndarray of shape (n_states,)
-        The fitted initial state of every training experiment.
+        The initial state of every training experiment (fitted, or from
+        its warm-up; see ``train_state``).
     cost_ : float
         Half the sum of squared simulation errors of the kept fit.
     n_init_ : int
@@ -361,12 +370,14 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         n_init: int = 10,
         n_restarts: int = 3,
         max_nfev: int | None = 200,
+        train_state: str = "fit",
         random_state=None,
     ) -> None:
         self.model = model
         self.n_init = n_init
         self.n_restarts = n_restarts
         self.max_nfev = max_nfev
+        self.train_state = train_state
         self.random_state = random_state
 
     def _model(self) -> GreyBoxModel:
@@ -404,6 +415,11 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         model = self._model()
         n_init = _check_int("n_init", self.n_init, 1)
         restarts = _check_int("n_restarts", self.n_restarts, 0)
+        train_state = self.train_state
+        if train_state not in ("fit", "warmup"):
+            raise ValueError(
+                f"train_state must be 'fit' or 'warmup', got {train_state!r}"
+            )
         if self.max_nfev is not None:
             _check_int("max_nfev", self.max_nfev, 1)
         data = as_experiments(
@@ -423,15 +439,26 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         p_lo, p_hi = (np.asarray(b, dtype=float) for b in model.param_bounds())
         s_lo, s_hi = (np.asarray(b, dtype=float) for b in model.state_bounds())
         n_p, n_x, n_e = p_lo.size, model.n_states, len(data.u)
-        lower = np.concatenate([p_lo, np.tile(s_lo, n_e)])
-        upper = np.concatenate([p_hi, np.tile(s_hi, n_e)])
+        # "fit": the initial states are unknowns beside the parameters;
+        # "warmup": each follows from its record's warm-up, as in predict
+        free = train_state == "fit"
+        lower = np.concatenate([p_lo, np.tile(s_lo, n_e if free else 0)])
+        upper = np.concatenate([p_hi, np.tile(s_hi, n_e if free else 0)])
+
+        def initial_states(p: np.ndarray) -> list[np.ndarray]:
+            if free:
+                return list(p[n_p:].reshape(n_e, n_x))
+            return [
+                self._warmup_state(model, p[:n_p], u[:n_init], v[:n_init])
+                for u, v in zip(data.u, data.y, strict=True)
+            ]
 
         def residuals(p: np.ndarray) -> np.ndarray:
-            theta, states = p[:n_p], p[n_p:].reshape(n_e, n_x)
+            theta = p[:n_p]
             return np.concatenate(
                 [
                     self._errors(model, theta, x0, u, v)
-                    for x0, u, v in zip(states, data.u, data.y, strict=True)
+                    for x0, u, v in zip(initial_states(p), data.u, data.y, strict=True)
                 ]
             )
 
@@ -447,7 +474,7 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
             states = [
                 np.clip(model.initial_state(v[0], theta), s_lo, s_hi) for v in data.y
             ]
-            p0 = np.concatenate([theta, *states])
+            p0 = np.concatenate([theta, *states]) if free else theta
             nfev = None if self.max_nfev is None else self.max_nfev * p0.size
             fit = least_squares(
                 residuals, p0, bounds=(lower, upper), x_scale="jac", max_nfev=nfev
@@ -455,9 +482,7 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
             if best is None or fit.cost < best.cost:
                 best = fit
         self.params_ = best.x[:n_p].copy()
-        self.initial_states_ = [
-            best.x[n_p + i * n_x : n_p + (i + 1) * n_x].copy() for i in range(n_e)
-        ]
+        self.initial_states_ = [x.copy() for x in initial_states(best.x)]
         self.cost_ = float(best.cost)
         self.n_init_ = n_init
         self.n_features_in_ = data.n_inputs
@@ -481,7 +506,11 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         ndarray of shape (n_states,)
         """
         check_is_fitted(self, "params_")
-        model, theta = self._model(), self.params_
+        return self._warmup_state(self._model(), self.params_, u, y_head)
+
+    def _warmup_state(
+        self, model: GreyBoxModel, theta: np.ndarray, u: np.ndarray, y_head: np.ndarray
+    ) -> np.ndarray:
         s_lo, s_hi = (np.asarray(b, dtype=float) for b in model.state_bounds())
         x0 = np.clip(model.initial_state(y_head[0], theta), s_lo, s_hi)
         fit = least_squares(
