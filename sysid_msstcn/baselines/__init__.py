@@ -19,7 +19,8 @@ All input conversion goes through
 :func:`sysid_msstcn.data._validation.as_experiments`.
 
 ``GreyBoxRegressor`` fits the physical parameters of a ``GreyBoxModel``
-(``CascadedTanks`` and ``EMPSDrive`` for two of the benchmarks) by simulation error and
+(``CascadedTanks``, ``EMPSDrive`` and the block structure
+``WienerHammerstein`` for three of the benchmarks) by simulation error and
 estimates the initial state from the warm-up.
 
 ``SubnetRegressor`` wraps deepSI's SUBNET, which is installed separately
