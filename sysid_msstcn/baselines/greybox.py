@@ -470,11 +470,10 @@ class GreyBoxRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
             )
         best = None
         for theta in starts:
-            theta = np.clip(theta, p_lo, p_hi)
-            states = [
-                np.clip(model.initial_state(v[0], theta), s_lo, s_hi) for v in data.y
-            ]
-            p0 = np.concatenate([theta, *states]) if free else theta
+            p0 = theta = np.clip(theta, p_lo, p_hi)
+            if free:  # the structure's guess of each record's state
+                states = [model.initial_state(v[0], theta) for v in data.y]
+                p0 = np.concatenate([theta, *np.clip(states, s_lo, s_hi)])
             nfev = None if self.max_nfev is None else self.max_nfev * p0.size
             fit = least_squares(
                 residuals, p0, bounds=(lower, upper), x_scale="jac", max_nfev=nfev

@@ -17,7 +17,7 @@ from scipy.interpolate import CubicSpline
 from scipy.optimize import least_squares
 from scipy.signal import lfilter
 
-from ._base import _check_int
+from ._base import _check_int, _lag_matrix
 from .greybox import GreyBoxModel
 
 __all__ = ["WienerHammerstein"]
@@ -267,15 +267,13 @@ class WienerHammerstein(GreyBoxModel):
             Numerator and denominator in powers of z^-1 (``a[0] = 1``).
         """
         n = sum(self._sizes()[:2])
-        rows, targets = [], []
-        for ue, ye in zip(u, y, strict=True):
-            ue, ye, t = ue[:, 0], ye[:, 0], ue.shape[0]
-            lags = [-ye[n - j : t - j] for j in range(1, n + 1)]
-            lags += [ue[n - j : t - j] for j in range(n + 1)]
-            rows.append(np.stack(lags, axis=1))
-            targets.append(ye[n:])
-        coef = np.linalg.lstsq(np.concatenate(rows), np.concatenate(targets))[0]
-        poles = list(np.roots(np.concatenate([[1.0], coef[:n]])))
+        # regressors y(t-1..t-n), u(t..t-n): coef = [-a[1:], b]
+        rows, targets = zip(
+            *(_lag_matrix(ue, ye, n, n + 1, 0) for ue, ye in zip(u, y, strict=True)),
+            strict=True,
+        )
+        coef = np.linalg.lstsq(np.concatenate(rows), np.concatenate(targets)[:, 0])[0]
+        poles = list(np.roots(np.concatenate([[1.0], -coef[:n]])))
         p0 = np.concatenate([_coordinates(poles, n), coef[n:]])
 
         def errors(p: np.ndarray) -> np.ndarray:

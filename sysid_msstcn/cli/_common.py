@@ -12,7 +12,7 @@ _MODELS = {
     "mlp": "MLP NARX",
     "msstcn": "MS-STCN",
     "msstcn+arx": "MS-STCN + ARX",  # LinearResidualRegressor on the ARX
-    "greybox": "grey-box",  # GreyBoxRegressor (cascaded_tanks, emps)
+    "greybox": "grey-box",  # GreyBoxRegressor (tanks, emps, wh)
     "msstcn+greybox": "MS-STCN + grey-box",  # ... on the grey-box residual
 }
 _DEFAULT_MODELS = ("arx", "narx", "mlp", "msstcn")
