@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
+import joblib
 import numpy as np
 
 from sysid_msstcn._utils import set_cpu_threads
@@ -116,7 +118,8 @@ def _as_dict(budget: str | dict) -> dict:
 def _label(row: dict) -> str:
     k = row.get("ensemble")
     if k and row.get("ensemble_of"):
-        return f"{row['model']} (best {k} of {row['ensemble_of']})"
+        rule = "greedy" if row.get("selection") == "greedy" else "best"
+        return f"{row['model']} ({rule} {k} of {row['ensemble_of']})"
     return f"{row['model']} (ensemble of {k})" if k else row["model"]
 
 
@@ -168,6 +171,20 @@ def main(argv=None) -> int:
         "the training records are best (no test data in the choice)",
     )
     p.add_argument(
+        "--selection",
+        choices=("best", "greedy"),
+        default=None,
+        help="with --ensemble: how members are kept; 'greedy' adds members "
+        "while the mean of their training free runs improves (at most "
+        "--keep-best of them)",
+    )
+    p.add_argument(
+        "--save-models",
+        action="store_true",
+        help="also pickle every fitted model (joblib) to OUTPUT_DIR/models/, "
+        "for later study without refitting (not for the results folder)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -190,8 +207,10 @@ def main(argv=None) -> int:
             budget["ensemble"]["n_jobs"] = args.n_jobs
         if args.keep_best is not None:
             budget["ensemble"]["keep_best"] = args.keep_best
-    elif args.keep_best is not None:
-        p.error("--keep-best needs --ensemble")
+        if args.selection is not None:
+            budget["ensemble"]["selection"] = args.selection
+    elif args.keep_best is not None or args.selection is not None:
+        p.error("--keep-best and --selection need --ensemble")
     # a rerun with another seed never overwrites the seed-0 files
     suffix = (f"_{args.tag}" if args.tag else "") + (
         f"_seed{args.seed}" if args.seed else ""
@@ -206,11 +225,16 @@ def main(argv=None) -> int:
             device=args.device,
             n_samples=args.n_samples,
             baselines=not args.no_baselines,
-            keep_predictions=not args.no_plots,
+            keep_predictions=not args.no_plots or args.save_models,
         )
         res["budget_name"] = args.budget
         if not args.no_plots:
             res["plots"] = _plots(res, out, suffix)
+        if args.save_models:
+            (out / "models").mkdir(exist_ok=True)
+            for label, model in res["models"].items():
+                slug = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
+                joblib.dump(model, out / "models" / f"{name}_{slug}{suffix}.joblib")
         for key in ("predictions", "models", "test_records"):
             res.pop(key, None)
         (out / f"nonlinear_{name}{suffix}.json").write_text(json.dumps(res, indent=2))

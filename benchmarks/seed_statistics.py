@@ -185,6 +185,11 @@ def ensemble_statistics(folder: Path) -> dict:
                 # with keep_best, "ensemble" counts the kept members only
                 "n_members": row.get("ensemble_of") or row["ensemble"],
                 "kept": row["ensemble"] if row.get("ensemble_of") else None,
+                "selection": row.get("selection", "best")
+                if row.get("ensemble_of")
+                else None,
+                # the mean of every member of the same run (selection runs)
+                "all_members_rmse": row.get("all_members_rmse"),
                 "seeds": row.get("member_seeds"),
                 "rmse": row["rmse"],
                 "member_rmse": row["member_rmse"],
@@ -258,7 +263,10 @@ def _ensemble_markdown(ensembles: dict) -> list[str]:
         "the free run of the training records (`member_train_rmse`; runs",
         "before the tenth session did not record it). A run with",
         "`--keep-best K` predicts with the K members of the best training",
-        'free runs ("members": "K best of N").',
+        'free runs ("members": "K best of N"); one with `--selection greedy`',
+        "with the members added one at a time while the mean of their",
+        'training free runs improves ("K greedy of N"). Such runs also give',
+        'the test RMSE of the mean of all N members ("all N: ...").',
         "",
         "| run | model | test | members | ensemble RMSE | members: mean (best-worst) |"
         " beats | validation picks | rho | training picks | rho |"
@@ -280,11 +288,14 @@ def _ensemble_markdown(ensembles: dict) -> list[str]:
                     else "all diverged"
                 )
                 size = e["n_members"]
+                ens_rmse = f"{e['rmse']:.4g}"
                 if e.get("kept"):
-                    size = f"{e['kept']} best of {size}"
+                    size = f"{e['kept']} {e.get('selection') or 'best'} of {size}"
+                if e.get("all_members_rmse") is not None:
+                    ens_rmse += f" (all {e['n_members']}: {e['all_members_rmse']:.4g})"
                 lines.append(
                     f"| `{stem}` | {model} | {test_set} | {size} | "
-                    f"{e['rmse']:.4g} | {members} | "
+                    f"{ens_rmse} | {members} | "
                     f"{e['members_beaten']} of {e['n_members']} | "
                     + " | ".join(picks)
                     + " | "

@@ -17,7 +17,40 @@ from .data.benchmarks import io_arrays
 from .estimator import MSSTCNRegressor
 from .metrics import crps_ensemble, fit_index, interval_coverage, nrmse, r2, rmse
 
-__all__ = ["evaluate_records", "hardware_info", "training_rmse", "validation_rmse"]
+__all__ = [
+    "evaluate_records",
+    "hardware_info",
+    "record_rmse",
+    "training_rmse",
+    "validation_rmse",
+]
+
+
+def record_rmse(record, prediction) -> float | None:
+    """Test RMSE of a simulated record in the benchmark's reporting units.
+
+    Parameters
+    ----------
+    record : xarray.Dataset
+        A test record of the data adapters (attrs ``n_init`` and
+        ``report_scale``).
+    prediction : array-like
+        Its simulated outputs (original units), any shape with the
+        record's number of values.
+
+    Returns
+    -------
+    float or None
+        The RMSE after ``n_init`` (averaged over output channels), None
+        for a prediction that is not finite.
+    """
+    y = io_arrays(record)[1]
+    p = np.asarray(prediction, dtype=float).reshape(y.shape)
+    if not np.all(np.isfinite(p)):
+        return None
+    n = int(record.attrs.get("n_init", 0))
+    scale = float(record.attrs.get("report_scale", 1.0))
+    return float(scale * rmse(y, p, n_init=n, multioutput="uniform_average"))
 
 
 def evaluate_records(model, records, *, n_samples: int = 0, random_state: int = 0):
@@ -70,7 +103,7 @@ def evaluate_records(model, records, *, n_samples: int = 0, random_state: int = 
             "test_set": ds.attrs.get("name", "test"),
             "n_samples": int(y.shape[0]),
             "n_init": n,
-            "rmse": float(scale * rmse(y, p, n_init=n, multioutput="uniform_average")),
+            "rmse": record_rmse(ds, p),
             "units": ds.attrs.get("report_units", ""),
             "nrmse": float(nrmse(y, p, n_init=n, multioutput="uniform_average")),
             "fit_percent": float(

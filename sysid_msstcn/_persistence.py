@@ -38,9 +38,15 @@ __all__ = [
 ]
 
 FORMAT = "sysid_msstcn/1"
-# /2 adds the selection (keep_best): "selected" and "member_scores"
-ENSEMBLE_FORMAT = "sysid_msstcn.ensemble/2"
-_ENSEMBLE_FORMATS = ("sysid_msstcn.ensemble/1", ENSEMBLE_FORMAT)
+# /2 adds the selection (keep_best): "selected" and "member_scores";
+# /3 adds its order and path (greedy selection): "selection_order" and
+# "selection_path"
+ENSEMBLE_FORMAT = "sysid_msstcn.ensemble/3"
+_ENSEMBLE_FORMATS = (
+    "sysid_msstcn.ensemble/1",
+    "sysid_msstcn.ensemble/2",
+    ENSEMBLE_FORMAT,
+)
 # fitted attributes stored as they are
 _FITTED = (
     "n_features_in_",
@@ -181,6 +187,14 @@ def save_ensemble(ens, path) -> None:
             # a diverged member's inf is written as null (strict JSON)
             else [float(v) if np.isfinite(v) else None for v in ens.member_scores_]
         ),
+        "selection_order": (
+            None if ens.selection_order_ is None else list(ens.selection_order_)
+        ),
+        "selection_path": (
+            None
+            if ens.selection_path_ is None
+            else [float(v) if np.isfinite(v) else None for v in ens.selection_path_]
+        ),
         "y_1d": bool(ens._y_1d),
         "members": members,
     }
@@ -241,6 +255,19 @@ def load_ensemble(cls, member_cls, path, device: str | None = None):
             None
             if scores is None
             else np.array([np.inf if v is None else float(v) for v in scores])
+        )
+        order = payload.get("selection_order")
+        sel_path = payload.get("selection_path")
+        if (order is None) != (sel_path is None) or (
+            order is not None
+            and (sorted(order) != selected or len(sel_path) != len(order))
+        ):
+            raise ValueError("the selection order does not match the selected members")
+        ens.selection_order_ = None if order is None else [int(i) for i in order]
+        ens.selection_path_ = (
+            None
+            if sel_path is None
+            else np.array([np.inf if v is None else float(v) for v in sel_path])
         )
         ens.n_features_in_ = members[0].n_features_in_
         ens.n_outputs_ = members[0].n_outputs_

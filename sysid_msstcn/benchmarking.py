@@ -17,6 +17,7 @@ import numpy as np
 from ._benchmark_eval import (
     evaluate_records,
     hardware_info,
+    record_rmse,
     training_rmse,
     validation_rmse,
 )
@@ -367,10 +368,11 @@ def _ensemble_params(value: Any) -> dict[str, Any] | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         value = {"n_members": value}
-    if not isinstance(value, dict) or set(value) - {"n_members", "n_jobs", "keep_best"}:
+    known = {"n_members", "n_jobs", "keep_best", "selection"}
+    if not isinstance(value, dict) or set(value) - known:
         raise ValueError(
             "ensemble must be a number of members or a dict with n_members, "
-            f"n_jobs and keep_best, got {value!r}"
+            f"n_jobs, keep_best and selection, got {value!r}"
         )
     return dict(value)
 
@@ -509,7 +511,8 @@ def run_benchmark(
             if ens:
                 member_train = [training_rmse(m, train, **warm) for m in members]
         if ens:
-            member_rows = [evaluate_records(m, test)[0] for m in members]
+            member_evals = [evaluate_records(m, test) for m in members]
+            member_rows = [rows_ for rows_, _ in member_evals]
         for k, row in enumerate(rows):
             row.update(model=label, train_seconds=seconds)
             if is_msstcn:
@@ -522,12 +525,23 @@ def run_benchmark(
                 row["ensemble"] = len(model.selected_)
                 row["member_seeds"] = list(model.seeds_)
                 row["member_rmse"] = [r[k]["rmse"] for r in member_rows]
-            if ens and model.keep_best is not None:
+            if ens and model.member_scores_ is not None:
                 row["ensemble_of"] = len(members)
+                row["selection"] = model.selection
                 row["selected_seeds"] = [model.seeds_[i] for i in model.selected_]
                 row["member_scores"] = [  # None: the member's free run diverged
                     float(v) if np.isfinite(v) else None for v in model.member_scores_
                 ]
+                row["selection_order"] = [
+                    model.seeds_[i] for i in model.selection_order_
+                ]
+                row["selection_path"] = [
+                    float(v) if np.isfinite(v) else None for v in model.selection_path_
+                ]
+                # the mean of every member, from the same fits, for comparison
+                row["all_members_rmse"] = record_rmse(
+                    test[k], np.mean([p[k] for _, p in member_evals], axis=0)
+                )
             if ens and is_msstcn:
                 row["epochs"] = [n.n_iter_ for n in nets]
                 row["best_epoch"] = [n.best_epoch_ for n in nets]
@@ -541,6 +555,7 @@ def run_benchmark(
                 "n_members": len(members),
                 "n_jobs": model.n_jobs,
                 "keep_best": model.keep_best,
+                "selection": model.selection,
                 "seeds": list(model.seeds_),
             }
         if is_msstcn:

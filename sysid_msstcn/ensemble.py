@@ -53,28 +53,70 @@ def _fit_member(member: Any, X: Any, y: Any) -> Any:
     return member.fit(X, y)
 
 
-def _training_nrmse(member: Any, us: list, ys: list, n_init: int) -> float:
-    """Free-run NRMSE of a fitted member on its training experiments.
+def _training_runs(member: Any, us: list, ys: list, n_init: int) -> np.ndarray | None:
+    """Free run of a fitted member on its training experiments.
 
     Each experiment is simulated from its inputs and its first ``n_init``
-    measured outputs; the errors after ``n_init`` of all experiments are
-    pooled, and each output channel's RMSE is divided by the standard
-    deviation of its measured outputs there, then averaged over channels.
-    A non-finite simulation scores ``inf``.
+    measured outputs; the simulated outputs after ``n_init`` of all
+    experiments are concatenated, shape (sum of (T - n_init), n_y). None for
+    a run that is not finite.
     """
-    measured, simulated = [], []
+    simulated = []
     for u, y in zip(us, ys, strict=True):
         p = np.asarray(member.predict(u, y_init=y[:n_init]), dtype=float)
         p = p.reshape(y.shape)
         if not np.all(np.isfinite(p)):
-            return float("inf")
-        measured.append(y[n_init:])
+            return None
         simulated.append(p[n_init:])
-    y_all = np.concatenate(measured)  # (sum T - n_init, n_y)
-    err = np.sqrt(np.mean(np.square(y_all - np.concatenate(simulated)), axis=0))
-    scale = np.std(y_all, axis=0)
+    return np.concatenate(simulated)
+
+
+def _run_nrmse(measured: np.ndarray, simulated: np.ndarray | None) -> float:
+    """NRMSE of a pooled free run: each channel's RMSE over its std, averaged.
+
+    ``measured`` and ``simulated`` have shape (n, n_y); a channel whose
+    measured values are constant is scaled by 1. ``simulated=None`` (a
+    diverged run) scores ``inf``.
+    """
+    if simulated is None:
+        return float("inf")
+    err = np.sqrt(np.mean(np.square(measured - simulated), axis=0))
+    scale = np.std(measured, axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     return float(np.mean(err / scale))
+
+
+def _greedy_selection(
+    runs: list, measured: np.ndarray, scores: np.ndarray, cap: int
+) -> tuple[list[int], list[float]]:
+    """Forward selection of members whose mean free run is best (no replacement).
+
+    Starts from the best member by its own score and adds, one at a time,
+    the member that lowers the NRMSE of the selected members' mean run the
+    most (ties: the lower index), until none lowers it or ``cap`` members
+    are selected. Diverged members (``runs[i] is None``) are never added.
+    Returns the members in the order they were added and the NRMSE of the
+    mean after each addition.
+    """
+    order = [int(np.argmin(scores))]  # all inf: the first member
+    path = [float(scores[order[0]])]
+    if runs[order[0]] is None:
+        return order, path
+    total = runs[order[0]].copy()  # (n, n_y) sum of the selected runs
+    while len(order) < cap:
+        best, best_score = None, path[-1]
+        for i, run in enumerate(runs):
+            if i in order or run is None:
+                continue
+            score = _run_nrmse(measured, (total + run) / (len(order) + 1))
+            if score < best_score:
+                best, best_score = i, score
+        if best is None:
+            break
+        order.append(best)
+        path.append(best_score)
+        total += runs[best]
+    return order, path
 
 
 class EnsembleRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
@@ -123,7 +165,21 @@ class EnsembleRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         test error with Spearman's rho 0.98). Dropping members can still
         make the mean worse where the kept ones share an error (on EMPS
         the 4 best gave 3.41 mm, all 8 gave 2.75 mm), so ``keep_best=1``,
-        one well-chosen model, is the safer use. None uses every member.
+        one well-chosen model, is the safer use. None uses every member
+        (with ``selection="greedy"``: caps the selection at ``n_members``).
+    selection : {"best", "greedy"}, default="best"
+        How ``keep_best`` chooses. ``"best"``: the ``keep_best`` members
+        with the best scores of their own. ``"greedy"``: forward selection
+        for the mean (Caruana et al., 2004, "Ensemble selection from
+        libraries of models", without replacement): start from the best
+        member, then add, one at a time, the member that lowers the
+        training free-run NRMSE of the selected members' mean run the most,
+        until no member lowers it or ``keep_best`` members (every member
+        when ``keep_best`` is None) are selected. It keeps members whose
+        errors cancel (drifts of opposite sign), which ranking by their
+        own scores cannot see, and it never keeps a member that makes the
+        mean worse on the training data. Every member is scored with
+        ``"greedy"``, also when ``keep_best`` is None.
 
     Attributes
     ----------
@@ -135,10 +191,17 @@ class EnsembleRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         Indices (into ``estimators_``) of the members the ensemble
         predicts with, ascending: all of them unless ``keep_best`` is set.
     member_scores_ : ndarray of shape (n_members,) or None
-        With ``keep_best``: each member's training free-run NRMSE (the
-        RMSE of each output channel over the standard deviation of its
-        measured values, averaged over channels; ``inf`` for a run that
-        diverged). None otherwise.
+        With ``keep_best`` or ``selection="greedy"``: each member's
+        training free-run NRMSE (the RMSE of each output channel over the
+        standard deviation of its measured values, averaged over channels;
+        ``inf`` for a run that diverged). None otherwise.
+    selection_order_ : list of int or None
+        With scores: the selected members in the order the rule took them
+        (by their own score for ``"best"``, by addition for ``"greedy"``).
+    selection_path_ : ndarray of shape (len(selected_),) or None
+        With scores: the training free-run NRMSE of the mean of the first
+        ``j + 1`` members of ``selection_order_``, for every ``j``; its last
+        entry scores the ensemble that predicts.
     n_init_ : int
         Warm-up length the prediction needs: the largest of the members'.
     n_features_in_, n_outputs_ : int
@@ -169,12 +232,14 @@ class EnsembleRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         n_jobs: int | None = None,
         random_state=None,
         keep_best: int | None = None,
+        selection: str = "best",
     ) -> None:
         self.estimator = estimator
         self.n_members = n_members
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.keep_best = keep_best
+        self.selection = selection
 
     # -- fitting -----------------------------------------------------------
     def _template(self) -> Any:
@@ -203,9 +268,9 @@ class EnsembleRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> EnsembleRegressor:
         """Fit (or, with a warm-start template, continue) every member.
 
-        With ``keep_best``, every member is then scored on the training
-        data and the best ones are selected (after a continuation too, on
-        the continued members).
+        With ``keep_best`` or ``selection="greedy"``, every member is then
+        scored on the training data and the members are selected (after a
+        continuation too, on the continued members).
 
         Parameters
         ----------
@@ -235,6 +300,10 @@ class EnsembleRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         ):
             raise ValueError(
                 f"keep_best must be None or an int in [1, n_members={n}], got {k!r}"
+            )
+        if self.selection not in ("best", "greedy"):
+            raise ValueError(
+                f"selection must be 'best' or 'greedy', got {self.selection!r}"
             )
         template = self._template()
         data = as_experiments(X, y, allow_no_input=False, min_length=2)
@@ -268,12 +337,14 @@ class EnsembleRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
             delayed(_fit_member)(m, X, y) for m in members
         )
         n_init = max(int(getattr(m, "n_init_", 0)) for m in fitted)
-        scores, selected = self._select(fitted, data, n_init)
+        scores, order, path = self._select(fitted, data, n_init)
         # every attribute at once: a failed fit leaves the earlier state
         self.estimators_ = list(fitted)
         self.seeds_ = seeds
         self.member_scores_ = scores
-        self.selected_ = selected
+        self.selected_ = list(range(n)) if order is None else sorted(order)
+        self.selection_order_ = order
+        self.selection_path_ = path
         self.n_features_in_ = data.n_inputs
         self.n_outputs_ = data.n_outputs
         self.n_init_ = n_init
@@ -282,21 +353,39 @@ class EnsembleRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
 
     def _select(
         self, fitted: list, data: Any, n_init: int
-    ) -> tuple[np.ndarray | None, list[int]]:
-        """Training free-run scores of the members and the kept indices."""
-        if self.keep_best is None:
-            return None, list(range(len(fitted)))
+    ) -> tuple[np.ndarray | None, list[int] | None, np.ndarray | None]:
+        """Members' training free-run scores, the selection order and its path.
+
+        All three are None when nothing is selected (``keep_best`` None with
+        ``selection="best"``).
+        """
+        greedy = self.selection == "greedy"
+        if self.keep_best is None and not greedy:
+            return None, None, None
         keep = [i for i, y in enumerate(data.y) if len(y) > n_init]
         if not keep:
             raise ValueError(
-                "keep_best scores the members' free runs after their warm-up of "
+                "selecting members scores their free runs after their warm-up of "
                 f"n_init_={n_init} samples, but no training experiment is longer "
                 f"(lengths {[len(y) for y in data.y]})"
             )
         us, ys = [data.u[i] for i in keep], [data.y[i] for i in keep]
-        scores = np.array([_training_nrmse(m, us, ys, n_init) for m in fitted])
-        order = np.argsort(scores, kind="stable")  # ties: the lower seed index
-        return scores, sorted(int(i) for i in order[: self.keep_best])
+        measured = np.concatenate([y[n_init:] for y in ys])  # (n, n_y)
+        runs = [_training_runs(m, us, ys, n_init) for m in fitted]
+        scores = np.array([_run_nrmse(measured, r) for r in runs])
+        cap = len(fitted) if self.keep_best is None else int(self.keep_best)
+        if greedy:
+            order, path = _greedy_selection(runs, measured, scores, cap)
+        else:
+            # ties: the lower seed index
+            order = [int(i) for i in np.argsort(scores, kind="stable")[:cap]]
+            path = []
+            for j in range(1, len(order) + 1):
+                chosen = [runs[i] for i in order[:j]]
+                ok = all(r is not None for r in chosen)
+                mean = np.mean(chosen, axis=0) if ok else None
+                path.append(_run_nrmse(measured, mean))
+        return scores, order, np.array(path)
 
     def _members(self) -> list:
         """The members the ensemble predicts with (``selected_``)."""

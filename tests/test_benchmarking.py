@@ -248,7 +248,7 @@ def test_an_ensemble_keeping_its_best_member_reports_the_choice(benchmark_data, 
     assert script._label(res["results"][0]) == "MLP (best 1 of 2)"
     with pytest.raises(SystemExit):
         script.main(["--datasets", "ced", "--keep-best", "1"])
-    assert "--keep-best needs --ensemble" in capsys.readouterr().err
+    assert "--keep-best and --selection need --ensemble" in capsys.readouterr().err
 
 
 def test_the_commit_is_read_before_the_models_are_fitted(benchmark_data, monkeypatch):

@@ -10,7 +10,7 @@ from _tiny import TINY_SYSID, duffing_system
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from sysid_msstcn import EnsembleRegressor, MSSTCNRegressor
-from sysid_msstcn.ensemble import _training_nrmse
+from sysid_msstcn.ensemble import _run_nrmse, _training_runs
 from sysid_msstcn.exceptions import DataFormatError
 
 
@@ -77,7 +77,8 @@ class _Diverging(RegressorMixin, BaseEstimator):
 def test_a_diverging_member_scores_inf():
     u, y = duffing_system()
     member = _Diverging().fit(u, y)
-    assert _training_nrmse(member, [u], [y.reshape(-1, 1)], 2) == np.inf
+    run = _training_runs(member, [u], [y.reshape(-1, 1)], 2)
+    assert run is None and _run_nrmse(y.reshape(-1, 1)[2:], run) == np.inf
 
 
 def test_continuation_rescores_and_reselects():
@@ -131,12 +132,15 @@ def test_the_selection_is_saved_and_a_first_format_file_uses_every_member(
     again = EnsembleRegressor.load(path)
     assert again.selected_ == ens.selected_ and again.keep_best == 2
     np.testing.assert_array_equal(again.member_scores_, ens.member_scores_)
+    assert again.selection_order_ == ens.selection_order_
+    np.testing.assert_array_equal(again.selection_path_, ens.selection_path_)
     np.testing.assert_array_equal(again.predict(u, y[:20]), ens.predict(u, y[:20]))
     # a file of the first format (no selection) predicts with every member
     header, state = _header(path)
     header["format"] = "sysid_msstcn.ensemble/1"
     del header["selected"], header["member_scores"]
-    del header["params"]["keep_best"]
+    del header["selection_order"], header["selection_path"]
+    del header["params"]["keep_best"], header["params"]["selection"]
     _rewrite(path, header, state)
     old = EnsembleRegressor.load(path)
     assert old.selected_ == [0, 1, 2] and old.member_scores_ is None
@@ -144,7 +148,9 @@ def test_the_selection_is_saved_and_a_first_format_file_uses_every_member(
     header["format"], header["selected"] = "sysid_msstcn.ensemble/2", [0, 1]
     header["member_scores"] = [0.5, 0.25, None]
     _rewrite(path, header, state)
-    assert EnsembleRegressor.load(path).member_scores_.tolist() == [0.5, 0.25, np.inf]
+    second = EnsembleRegressor.load(path)
+    assert second.member_scores_.tolist() == [0.5, 0.25, np.inf]
+    assert second.selection_order_ is None and second.selection_path_ is None
     runs = [m.predict(u, y[:20]) for m in ens.estimators_]
     np.testing.assert_array_equal(old.predict(u, y[:20]), np.mean(runs, axis=0))
 
