@@ -345,6 +345,8 @@ def test_fit_an_ensemble_then_evaluate_and_simulate_it(tmp_path, capsys):
     assert status == 2 and "add --ensemble K" in err
     status, _, err = run(["fit", *SYNTH, *TINY, "--keep-best", "1"], capsys)
     assert status == 2 and "add --ensemble K" in err
+    status, _, err = run(["fit", *SYNTH, *TINY, "--selection", "greedy"], capsys)
+    assert status == 2 and "add --ensemble K" in err
     argv = ["fit", *SYNTH, *TINY, "--ensemble", "2", "--keep-best", "3"]
     status, _, err = run([*argv, "--output", tmp_path / "no.safetensors"], capsys)
     assert status == 2 and "--keep-best takes a number of members in [1, 2]" in err
@@ -367,6 +369,24 @@ def test_fit_an_ensemble_keeping_its_best_member(tmp_path, capsys):
     assert side["member_scores"] == list(ens.member_scores_)
     u = np.random.default_rng(0).normal(size=(100, 1))
     np.testing.assert_array_equal(ens.predict(u), ens.estimators_[best].predict(u))
+
+
+def test_fit_an_ensemble_by_greedy_selection(tmp_path, capsys):
+    """fit --ensemble 3 --selection greedy: the file keeps the rule, its order
+    and path, and the side file names them by seed."""
+    from sysid_msstcn import EnsembleRegressor
+
+    path = tmp_path / "ens.safetensors"
+    argv = ["fit", *SYNTH, *TINY, "--ensemble", "3", "--selection", "greedy"]
+    assert run([*argv, "--output", path], capsys)[0] == 0
+    ens = EnsembleRegressor.load(path)
+    assert ens.selection == "greedy" and ens.keep_best is None
+    assert ens.selection_order_[0] == int(np.argmin(ens.member_scores_))
+    assert ens.selected_ == sorted(ens.selection_order_)
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["selection"] == "greedy"
+    assert side["selection_order"] == [ens.seeds_[i] for i in ens.selection_order_]
+    assert side["selection_path"] == list(ens.selection_path_)
 
 
 def test_handwriting_fit_evaluate_and_sample(shared_data, tmp_path, capsys):

@@ -162,8 +162,11 @@ def test_the_selection_is_saved_and_a_first_format_file_uses_every_member(
         lambda h: h.update(selected=[0, 3]),
         lambda h: h.update(selected=[1, 0]),
         lambda h: h.update(member_scores=[0.1]),
+        lambda h: h.update(selection_order=[h["selected"][0]]),
+        lambda h: h.update(selection_path=[0.5]),
+        lambda h: h.update(selection_path=None),
     ],
-    ids=["none", "out of range", "unsorted", "scores"],
+    ids=["none", "out of range", "unsorted", "scores", "order", "path", "no path"],
 )
 def test_a_malformed_selection_is_named(selected, tmp_path, edit):
     _, _, ens = selected
@@ -174,3 +177,84 @@ def test_a_malformed_selection_is_named(selected, tmp_path, edit):
     _rewrite(path, header, state)
     with pytest.raises(DataFormatError, match="malformed sysid_msstcn ensemble"):
         EnsembleRegressor.load(path)
+
+
+# -- greedy selection ---------------------------------------------------------
+class _Biased(RegressorMixin, BaseEstimator):
+    """A member whose free run is its input plus a constant bias per seed.
+
+    With X equal to the measured y, its error is exactly that bias; NaN
+    makes the run diverge.
+    """
+
+    BIASES = (1.0, -1.0, 2.0, 0.5, np.nan)
+
+    def __init__(self, random_state=None):
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        self.n_init_ = 2
+        return self
+
+    def predict(self, X, y_init=None):
+        return np.asarray(X, dtype=float)[:, 0] + self.BIASES[self.random_state]
+
+
+def _biased_data():
+    y = np.sin(np.linspace(0.0, 20.0, 300))
+    return y[:, None], y
+
+
+def test_greedy_selection_keeps_members_whose_errors_cancel():
+    """Biases +1, -1, +2, +0.5 (NRMSE |b| / std): greedy takes +0.5, then -1
+    (mean -0.25), then +1 (mean 1/6), and stops, since +2 would make the
+    mean 0.625; ranking by own score keeps +0.5 and +1 (mean 0.75)."""
+    u, y = _biased_data()
+    s = np.std(y[2:])
+    ens = EnsembleRegressor(_Biased(), n_members=4, random_state=0, selection="greedy")
+    ens.fit(u, y)
+    np.testing.assert_allclose(ens.member_scores_, np.array([1, 1, 2, 0.5]) / s)
+    assert ens.selection_order_ == [3, 1, 0] and ens.selected_ == [0, 1, 3]
+    np.testing.assert_allclose(ens.selection_path_, np.array([0.5, 0.25, 1 / 6]) / s)
+    np.testing.assert_allclose(ens.predict(u), y + 1 / 6, rtol=0, atol=1e-12)
+    capped = EnsembleRegressor(
+        _Biased(), n_members=4, random_state=0, selection="greedy", keep_best=2
+    ).fit(u, y)
+    assert capped.selection_order_ == [3, 1]
+    best = EnsembleRegressor(_Biased(), n_members=4, random_state=0, keep_best=2)
+    best.fit(u, y)
+    assert best.selection_order_ == [3, 0] and best.selected_ == [0, 3]
+    np.testing.assert_allclose(best.selection_path_, np.array([0.5, 0.75]) / s)
+
+
+def test_greedy_selection_never_adds_a_diverged_member():
+    u, y = _biased_data()
+    ens = EnsembleRegressor(
+        _Biased(), n_members=2, random_state=3, selection="greedy"
+    ).fit(u, y)  # seeds 3 (bias 0.5) and 4 (NaN)
+    assert ens.member_scores_[1] == np.inf
+    assert ens.selection_order_ == [0] and ens.selected_ == [0]
+    # a "best" path through a diverged member scores inf
+    best = EnsembleRegressor(_Biased(), n_members=2, random_state=3, keep_best=2)
+    assert best.fit(u, y).selection_path_[1] == np.inf
+
+
+def test_greedy_path_scores_the_ensemble_that_predicts():
+    """The last entry of selection_path_ is the training free-run NRMSE of
+    predict(), computed independently; the path falls at every step."""
+    u, y = duffing_system()
+    ens = EnsembleRegressor(_net(), n_members=5, random_state=0, selection="greedy")
+    ens.fit(u, y)
+    n0 = ens.n_init_
+    assert ens.selection_order_[0] == int(np.argmin(ens.member_scores_))
+    assert len(ens.selection_order_) >= 2  # these seeds: 1, then 4
+    assert np.all(np.diff(ens.selection_path_) < 0)
+    np.testing.assert_allclose(
+        ens.selection_path_[-1], _nrmse(y, ens.predict(u, y[:n0]), n0), rtol=1e-10
+    )
+
+
+def test_an_unknown_selection_is_named():
+    u, y = _biased_data()
+    with pytest.raises(ValueError, match="selection must be 'best' or 'greedy'"):
+        EnsembleRegressor(_Biased(), n_members=2, selection="top").fit(u, y)

@@ -157,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --ensemble: keep the K members whose free runs of the "
         "training data are best",
     )
+    p.add_argument(
+        "--selection",
+        choices=("best", "greedy"),
+        default=None,
+        help="with --ensemble: how members are kept; 'greedy' adds members one "
+        "at a time while the mean of their training free runs improves (at "
+        "most --keep-best of them)",
+    )
 
     p = add(cmd_evaluate, "test metrics of a saved model", plain, model=True, data=True)
     p.add_argument("--mc-samples", type=int, default=0, help=_MC_HELP)

@@ -144,8 +144,10 @@ def _fit_and_save(args: argparse.Namespace) -> int:
         est = _ensemble(est, data, args)
     elif args.n_jobs is not None:
         raise UsageError("--n-jobs sets the processes of --ensemble; add --ensemble K")
-    elif args.keep_best is not None:
-        raise UsageError("--keep-best selects members of --ensemble; add --ensemble K")
+    elif args.keep_best is not None or args.selection is not None:
+        raise UsageError(
+            "--keep-best and --selection select members of --ensemble; add --ensemble K"
+        )
     main = is_main_process()
     what = f"an ensemble of {args.ensemble} MS-STCN" if args.ensemble else "MS-STCN"
     _say(
@@ -177,8 +179,13 @@ def _fit_and_save(args: argparse.Namespace) -> int:
                 "member_scores": [  # None: the member's free run diverged
                     float(v) if np.isfinite(v) else None for v in est.member_scores_
                 ],
+                "selection": est.selection,
+                "selection_order": [est.seeds_[i] for i in est.selection_order_],
+                "selection_path": [
+                    float(v) if np.isfinite(v) else None for v in est.selection_path_
+                ],
             }
-            if args.ensemble and args.keep_best is not None
+            if args.ensemble and est.member_scores_ is not None
             else {}
         ),
         **data.info,
@@ -221,6 +228,7 @@ def _ensemble(est, data: Data, args: argparse.Namespace):
         n_jobs=args.n_jobs,
         random_state=args.seed,
         keep_best=k,
+        selection=args.selection or "best",
     )
 
 
