@@ -251,6 +251,42 @@ def test_an_ensemble_keeping_its_best_member_reports_the_choice(benchmark_data, 
     assert "--keep-best and --selection need --ensemble" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_greedy_ensemble_reports_its_path_and_the_mean_of_all_members(
+    benchmark_data,
+):
+    """selection="greedy": the row names the rule, the order and path by
+    seed, and all_members_rmse is the RMSE of the mean of every member's
+    test run, whichever members were kept."""
+    from sysid_msstcn.baselines import MLPNARXRegressor
+    from sysid_msstcn.data.benchmarks import io_arrays
+    from sysid_msstcn.ensemble import EnsembleRegressor
+    from sysid_msstcn.metrics import rmse
+
+    mlp = MLPNARXRegressor(hidden_layer_sizes=(8,), na=2, nb=2, max_iter=50)
+    ens = EnsembleRegressor(mlp, n_members=3, random_state=5, selection="greedy")
+    res = run_benchmark(
+        "ced", models={"MLP": ens}, data_dir=benchmark_data, keep_predictions=True
+    )
+    fitted = res["models"]["MLP"]
+    assert len(res["results"]) == len(res["test_records"]) == 2
+    for row, record in zip(res["results"], res["test_records"], strict=True):
+        assert row["selection"] == "greedy" and row["ensemble_of"] == 3
+        assert row["selection_order"] == [
+            fitted.seeds_[i] for i in fitted.selection_order_
+        ]
+        assert row["selection_path"] == list(fitted.selection_path_)
+        assert row["ensemble"] == len(fitted.selected_)
+        u, y = io_arrays(record)
+        n = record.attrs["n_init"]
+        runs = [m.predict(u, y_init=y[:n]) for m in fitted.estimators_]
+        mean = np.mean(runs, axis=0).reshape(y.shape)
+        scale = record.attrs.get("report_scale", 1.0)
+        expected = scale * rmse(y, mean, n_init=n, multioutput="uniform_average")
+        assert row["all_members_rmse"] == pytest.approx(expected, rel=1e-12)
+    assert res["config"]["MLP"]["ensemble"]["selection"] == "greedy"
+
+
 def test_the_commit_is_read_before_the_models_are_fitted(benchmark_data, monkeypatch):
     """A long run records the commit it started from, not the one checked
     out when it ends."""
