@@ -98,8 +98,8 @@ PARAM_CHECKS = {
     "use_latents": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
     "mixed_precision": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
     "early_stopping_metric": (
-        lambda v: v in ("auto", "elbo", "simulation"),
-        "'auto', 'elbo' or 'simulation'",
+        lambda v: v in ("auto", "elbo", "simulation", "record_simulation"),
+        "'auto', 'elbo', 'simulation' or 'record_simulation'",
     ),
     "early_stopping": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
     "normalize": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),

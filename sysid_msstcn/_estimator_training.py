@@ -225,10 +225,36 @@ class _TrainingMixin:
             count += err.size
         return math.sqrt(se / max(count, 1))
 
+    @torch.no_grad()
+    def _record_rmse(self, us, ys) -> float:
+        """RMSE (normalised units) of free runs of every whole experiment.
+
+        Each experiment is simulated from its inputs and its first
+        ``n_init_`` outputs, as a test record is (training part and
+        validation tail alike); the errors after the warm-up are pooled.
+        NaN when no experiment is longer than ``n_init_``.
+        """
+        n0 = int(self.n_init_)
+        se, count = 0.0, 0
+        for u, y in zip(us, ys, strict=True):
+            if y.shape[0] <= n0:
+                continue
+            sim, _ = self._run(
+                u, y[:n0] if n0 else None, y.shape[0], 1, "prior_mean", "mean", None
+            )
+            err = sim[0][n0:] - y[n0:]  # (T - n0, n_y)
+            se += float((err**2).sum())
+            count += err.size
+        return math.sqrt(se / count) if count else math.nan
+
     def _validation_score(self, trainer, us, ys, valid_seg, valid_batches) -> float:
         """The early-stopping score of the current weights (higher is better)."""
-        if self._stopping_metric() == "simulation":
-            sim_rmse = self._validation_rmse(us, ys, valid_seg)
+        metric = self._stopping_metric()
+        if metric in ("simulation", "record_simulation"):
+            if metric == "simulation":
+                sim_rmse = self._validation_rmse(us, ys, valid_seg)
+            else:
+                sim_rmse = self._record_rmse(us, ys)
             return -sim_rmse if math.isfinite(sim_rmse) else -math.inf
         return trainer.evaluate(valid_batches)["elbo_per_step"]
 
@@ -358,12 +384,16 @@ class _TrainingMixin:
                             val_kl_per_level=val["kl_per_level"],
                         )
                         score = val["elbo_per_step"]
-                        if metric == "simulation":
+                        if metric in ("simulation", "record_simulation"):
                             sim_rmse = self._validation_rmse(us, ys, valid_seg)
                             row["val_sim_rmse"] = sim_rmse
                             score = -sim_rmse if math.isfinite(sim_rmse) else -math.inf
                     else:
                         score = row["elbo_per_step"]
+                    if metric == "record_simulation":
+                        rec_rmse = self._record_rmse(us, ys)
+                        row["record_sim_rmse"] = rec_rmse
+                        score = -rec_rmse if math.isfinite(rec_rmse) else -math.inf
                     kept = None if trainer.average is None else trainer.snapshot()
                 finite = math.isfinite(score) and all(
                     bool(torch.isfinite(p).all()) for p in self.model_.parameters()

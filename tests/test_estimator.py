@@ -220,6 +220,30 @@ def test_simulation_early_stopping_scores_free_run_tails(siso):
     assert "val_sim_rmse" not in elbo.history_[-1]
 
 
+def test_record_simulation_early_stopping_scores_free_runs_of_whole_records(siso):
+    """ "record_simulation" keeps the epoch whose free run of the whole
+    training record (from its first n_init_ outputs) is best, and the score
+    recorded for it is exactly the error of predict() on that record."""
+    u, y = siso
+    est = tiny(
+        max_iter=4,
+        validation_fraction=0.2,
+        n_iter_no_change=5,
+        early_stopping_metric="record_simulation",
+    )
+    est.fit(u, y)
+    recs = [row["record_sim_rmse"] for row in est.history_]
+    assert all(np.isfinite(recs)) and len(set(recs)) == len(recs)
+    assert all(np.isfinite([row["val_sim_rmse"] for row in est.history_]))
+    assert est.best_epoch_ == int(np.argmin(recs)) + 1
+    n0 = est.n_init_
+    p = np.asarray(est.predict(u, y_init=y[:n0])).reshape(len(y), -1)
+    err = (p[n0:] - np.asarray(y).reshape(len(y), -1)[n0:]) / est.y_scaler_.scale_
+    np.testing.assert_allclose(
+        np.sqrt(np.mean(err**2)), recs[est.best_epoch_ - 1], rtol=1e-5
+    )
+
+
 @pytest.mark.filterwarnings("ignore::sysid_msstcn.exceptions.ConvergenceWarning")
 def test_verbose_shows_a_progress_bar_and_is_silent_otherwise(siso, capfd):
     u, y = siso
