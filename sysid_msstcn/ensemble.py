@@ -189,7 +189,8 @@ class EnsembleRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         The members' seeds.
     selected_ : list of int
         Indices (into ``estimators_``) of the members the ensemble
-        predicts with, ascending: all of them unless ``keep_best`` is set.
+        predicts with, ascending: all of them unless ``keep_best`` is set
+        or ``selection="greedy"``.
     member_scores_ : ndarray of shape (n_members,) or None
         With ``keep_best`` or ``selection="greedy"``: each member's
         training free-run NRMSE (the RMSE of each output channel over the
