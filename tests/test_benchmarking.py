@@ -537,3 +537,50 @@ def test_training_rmse_pools_the_records_after_their_warm_up():
             return np.full((len(X), 1), np.nan)
 
     assert training_rmse(Exploding(), records, n_init=10, report_scale=1.0) is None
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_ensemble_subsets_scores_every_subset_mean(benchmark_data, tmp_path):
+    """benchmarks/ensemble_subsets.py: the mean of all members is the
+    ensemble's own prediction, the training-chosen subset has the lowest
+    training RMSE, and the subset chosen on the test bounds every choice."""
+    import joblib
+
+    from sysid_msstcn._benchmark_eval import record_rmse, training_rmse
+    from sysid_msstcn.baselines import MLPNARXRegressor
+    from sysid_msstcn.data import load_benchmark
+    from sysid_msstcn.data.benchmarks import io_arrays
+    from sysid_msstcn.ensemble import EnsembleRegressor
+
+    train, test = load_benchmark("ced", data_dir=benchmark_data)
+    mlp = MLPNARXRegressor(hidden_layer_sizes=(8,), na=2, nb=2, max_iter=50)
+    ens = EnsembleRegressor(mlp, n_members=3, random_state=0, keep_best=1)
+    ens.fit(*map(list, zip(*[io_arrays(ds) for ds in train], strict=True)))
+    path = tmp_path / "ens.joblib"
+    joblib.dump(ens, path)
+    out = tmp_path / "subsets.json"
+    script = _load("ensemble_subsets.py")
+    argv = [str(path), "--dataset", "ced", "--data-dir", str(benchmark_data)]
+    assert script.main([*argv, "--output", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["n_subsets"] == 7 and res["seeds"] == [0, 1, 2]
+    assert set(res["test_sets"]) == {ds.attrs["name"] for ds in test}
+    n0 = test[0].attrs["n_init"]
+    # the ensemble predicts with its selection (one member): its own figures
+    train_rmse = training_rmse(ens, train, n_init=n0, report_scale=1.0)
+    for ds in test:
+        e = res["test_sets"][ds.attrs["name"]]
+        chosen = e["chosen_without_test_data"]
+        own = chosen["ensemble_selection"]
+        assert own["seeds"] == [ens.seeds_[i] for i in ens.selected_]
+        u, y = io_arrays(ds)
+        expected = record_rmse(ds, ens.predict(u, y_init=y[:n0]))
+        assert own["test_rmse"] == pytest.approx(expected, rel=1e-12)
+        assert own["train_rmse"] == pytest.approx(train_rmse, rel=1e-12)
+        best = chosen["best_subset_by_training"]
+        assert best["train_rmse"] <= min(v["train_rmse"] for v in chosen.values())
+        bound = e["bound_chosen_on_test_data"]
+        assert bound["best_subset"]["test_rmse"] <= min(
+            v["test_rmse"] for v in chosen.values()
+        )
+        assert bound["by_size"]["3"]["best"] == chosen["all_members"]["test_rmse"]
