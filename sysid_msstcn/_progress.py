@@ -72,6 +72,8 @@ class _Bar:
             post["val elbo/step"] = f"{row['val_elbo_per_step']:.4g}"
         if "val_sim_rmse" in row:
             post["val sim rmse"] = f"{row['val_sim_rmse']:.4g}"
+        if "record_sim_rmse" in row:
+            post["record sim rmse"] = f"{row['record_sim_rmse']:.4g}"
         self.bar.set_postfix(post)
         self.bar.update(1)
 
