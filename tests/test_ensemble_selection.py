@@ -180,7 +180,7 @@ def test_a_malformed_selection_is_named(selected, tmp_path, edit):
 
 
 # -- greedy selection ---------------------------------------------------------
-class _Biased(RegressorMixin, BaseEstimator):
+class _Biased(_Diverging):  # its random_state and fit
     """A member whose free run is its input plus a constant bias per seed.
 
     With X equal to the measured y, its error is exactly that bias; NaN
@@ -188,13 +188,6 @@ class _Biased(RegressorMixin, BaseEstimator):
     """
 
     BIASES = (1.0, -1.0, 2.0, 0.5, np.nan)
-
-    def __init__(self, random_state=None):
-        self.random_state = random_state
-
-    def fit(self, X, y):
-        self.n_init_ = 2
-        return self
 
     def predict(self, X, y_init=None):
         return np.asarray(X, dtype=float)[:, 0] + self.BIASES[self.random_state]
