@@ -143,7 +143,8 @@ TARGETS = {
 # (the ARX baseline and the linear part of the hybrid alike); "nominal":
 # "greybox" makes the hybrid's nominal model the benchmark's grey-box model
 # (Cascaded Tanks, EMPS and Wiener-Hammerstein; label GREYBOX_HYBRID_LABEL)
-# instead of its ARX.
+# instead of its ARX; "feed_increments": True also gives the hybrid's
+# residual model the increments of the nominal run (its velocity, EMPS).
 _FINETUNE = {
     "max_iter": 10,
     "rollout_steps": 64,
@@ -298,6 +299,11 @@ def default_models(
         raise ValueError(f"nominal must be 'arx' or 'greybox', got {nominal!r}")
     if nominal == "greybox" and hybrid is False:
         raise ValueError("nominal='greybox' needs linear_residual True or 'both'")
+    increments = params.pop("feed_increments", False)
+    if not isinstance(increments, bool):
+        raise ValueError(f"feed_increments must be a bool, got {increments!r}")
+    if increments and hybrid is False:
+        raise ValueError("feed_increments needs linear_residual True or 'both'")
     orders = _ORDERS.get(name, {"arx": (4, 4, 0), "narx": (2, 4, 4)})
     arx_params = _arx_params(orders["arx"], params.pop("arx", None))
     models: dict[str, Any] = {}
@@ -309,10 +315,14 @@ def default_models(
         net = MSSTCNRegressor(random_state=random_state, device=device, **params)
         if nominal == "greybox":
             gb = greybox_model(name, random_state=random_state)
-            models[GREYBOX_HYBRID_LABEL] = LinearResidualRegressor(net, gb)
+            models[GREYBOX_HYBRID_LABEL] = LinearResidualRegressor(
+                net, gb, feed_increments=increments
+            )
         else:
             arx = ARXRegressor(**arx_params)
-            models[HYBRID_LABEL] = LinearResidualRegressor(net, arx)
+            models[HYBRID_LABEL] = LinearResidualRegressor(
+                net, arx, feed_increments=increments
+            )
     if ensemble:
         for label in list(models):
             models[label] = EnsembleRegressor(

@@ -57,6 +57,15 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
     feed_linear : bool, default=True
         Give the linear simulation to the residual model as extra input
         channels (after the columns of ``X``).
+    feed_increments : bool, default=False
+        Also give the residual model the first differences of the linear
+        simulation, ``y_lin[t] - y_lin[t - 1]`` (0 at ``t = 0``), as extra
+        input channels after those above. For an integrating output (a
+        position) this is the nominal velocity: the residual model
+        normalises each input channel, so it sees the velocity on its own
+        scale instead of as a difference of nearly equal levels. Like
+        ``y_lin`` it is computed from ``u`` and the warm-up only, so the
+        simulation protocol is unchanged.
 
     Attributes
     ----------
@@ -92,10 +101,12 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         linear: Any = None,
         *,
         feed_linear: bool = True,
+        feed_increments: bool = False,
     ) -> None:
         self.estimator = estimator
         self.linear = linear
         self.feed_linear = feed_linear
+        self.feed_increments = feed_increments
 
     # -- fitting -----------------------------------------------------------
     def fit(self, X: Any, y: Any) -> LinearResidualRegressor:
@@ -112,8 +123,10 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         -------
         self : LinearResidualRegressor
         """
-        if not isinstance(self.feed_linear, (bool, np.bool_)):
-            raise ValueError(f"feed_linear must be a bool, got {self.feed_linear!r}")
+        for flag in ("feed_linear", "feed_increments"):
+            value = getattr(self, flag)
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{flag} must be a bool, got {value!r}")
         template = MSSTCNRegressor() if self.estimator is None else self.estimator
         for part, obj in (("estimator", template), ("linear", self.linear)):
             protocol = hasattr(obj, "fit") and hasattr(obj, "predict")
@@ -161,8 +174,14 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         return hasattr(self, "estimator_")
 
     def _features(self, u: np.ndarray, y_lin: np.ndarray) -> np.ndarray:
-        """Inputs of the residual model: ``u`` and, if fed, ``y_lin``."""
-        return np.hstack([u, y_lin]) if self.feed_linear else u
+        """Inputs of the residual model: ``u``, then what is fed of ``y_lin``."""
+        parts = [u]  # (T, n_u)
+        if self.feed_linear:
+            parts.append(y_lin)  # (T, n_y)
+        if getattr(self, "feed_increments", False):  # absent in older pickles
+            # (T, n_y): y_lin[t] - y_lin[t - 1], 0 at t = 0
+            parts.append(np.diff(y_lin, axis=0, prepend=y_lin[:1]))
+        return np.hstack(parts) if len(parts) > 1 else u
 
     # -- prediction --------------------------------------------------------
     def _prepare(self, X: Any, y_init: Any) -> tuple[list, list, list, bool]:

@@ -124,6 +124,24 @@ def test_the_grey_box_is_a_baseline_and_a_nominal_model_where_there_is_one():
         default_models("cascaded_tanks", {"nominal": "greybox"})
 
 
+def test_feed_increments_reaches_the_hybrids_only():
+    from sysid_msstcn.benchmarking import GREYBOX_HYBRID_LABEL, default_models
+
+    budget = {"linear_residual": "both", "feed_increments": True}
+    models = default_models("emps", budget, baselines=False)
+    assert models["MS-STCN + ARX"].feed_increments is True
+    assert "feed_increments" not in models["MS-STCN"].get_params()
+    budget["nominal"] = "greybox"
+    greybox = default_models("emps", budget, baselines=False)[GREYBOX_HYBRID_LABEL]
+    assert greybox.feed_increments is True
+    plain = default_models("emps", {"linear_residual": True}, baselines=False)
+    assert plain["MS-STCN + ARX"].feed_increments is False
+    with pytest.raises(ValueError, match="feed_increments needs linear_residual"):
+        default_models("emps", {"feed_increments": True})
+    with pytest.raises(ValueError, match="feed_increments must be a bool"):
+        default_models("emps", {"linear_residual": True, "feed_increments": 1})
+
+
 def test_the_grey_box_row_records_the_fitted_physical_parameters(benchmark_data):
     from sysid_msstcn.benchmarking import greybox_model
 

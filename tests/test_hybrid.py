@@ -56,6 +56,40 @@ def test_feed_linear_false_gives_the_residual_model_only_the_inputs():
     assert model.linear_.get_params()["na"] == 2  # the default linear model
 
 
+class _InputRecorder(_Recorder):
+    """A zero residual model that also records the inputs of its predictions."""
+
+    def predict(self, X, y_init=None):
+        self.predicted_ = np.asarray(X)
+        return super().predict(X, y_init)
+
+
+def test_feed_increments_adds_the_velocity_of_the_linear_run():
+    u, y = duffing_system()
+    arx = ARXRegressor(na=2, nb=2, nk=1)
+    model = LinearResidualRegressor(_InputRecorder(), arx, feed_increments=True)
+    model.fit(u, y)
+    y_lin = arx.fit(u, y).predict(u, y_init=y[:2])
+    velocity = np.concatenate([[0.0], y_lin[1:] - y_lin[:-1]])  # 0 at t = 0
+    X_seen = model.estimator_.seen_[0]
+    np.testing.assert_array_equal(X_seen, np.column_stack([u, y_lin, velocity]))
+    # the prediction computes them the same way, from u and the warm-up only
+    ut, n = u[100:], 20
+    model.predict(ut, y_init=y[100 : 100 + n])
+    lin = model.linear_simulation(ut, y[100 : 100 + n])
+    expected = np.column_stack([ut, lin, np.diff(lin, prepend=lin[:1])])
+    np.testing.assert_array_equal(model.estimator_.predicted_, expected)
+    # without the level: the inputs and the increments only
+    alone = LinearResidualRegressor(
+        _Recorder(), arx, feed_linear=False, feed_increments=True
+    ).fit(u, y)
+    np.testing.assert_array_equal(
+        alone.estimator_.seen_[0], np.column_stack([u, velocity])
+    )
+    with pytest.raises(ValueError, match="feed_increments must be a bool"):
+        LinearResidualRegressor(_Recorder(), feed_increments="yes").fit(u, y)
+
+
 def test_prediction_is_the_sum_of_the_two_free_runs():
     u, y = duffing_system()
     model = LinearResidualRegressor(MSSTCNRegressor(**TINY_SYSID)).fit(u[:400], y[:400])
