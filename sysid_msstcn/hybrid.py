@@ -170,6 +170,11 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         self._y_1d = data.y_1d
         return self
 
+    def __setstate__(self, state: dict) -> None:
+        # models pickled before feed_increments existed did not feed them
+        state.setdefault("feed_increments", False)
+        super().__setstate__(state)
+
     def _is_fitted(self) -> bool:
         return hasattr(self, "estimator_")
 
@@ -178,7 +183,7 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         parts = [u]  # (T, n_u)
         if self.feed_linear:
             parts.append(y_lin)  # (T, n_y)
-        if getattr(self, "feed_increments", False):  # absent in older pickles
+        if self.feed_increments:
             # (T, n_y): y_lin[t] - y_lin[t - 1], 0 at t = 0
             parts.append(np.diff(y_lin, axis=0, prepend=y_lin[:1]))
         return np.hstack(parts) if len(parts) > 1 else u

@@ -88,6 +88,13 @@ def test_feed_increments_adds_the_velocity_of_the_linear_run():
     )
     with pytest.raises(ValueError, match="feed_increments must be a bool"):
         LinearResidualRegressor(_Recorder(), feed_increments="yes").fit(u, y)
+    # a model pickled before the parameter existed loads as one without it
+    old = LinearResidualRegressor(_Recorder(), arx).fit(u, y)
+    expected = old.predict(ut, y[:n])
+    del old.__dict__["feed_increments"]
+    loaded = pickle.loads(pickle.dumps(old))
+    assert loaded.get_params()["feed_increments"] is False
+    np.testing.assert_array_equal(loaded.predict(ut, y[:n]), expected)
 
 
 def test_prediction_is_the_sum_of_the_two_free_runs():
