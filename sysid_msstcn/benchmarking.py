@@ -314,15 +314,13 @@ def default_models(
     if hybrid in (True, "both"):
         net = MSSTCNRegressor(random_state=random_state, device=device, **params)
         if nominal == "greybox":
-            gb = greybox_model(name, random_state=random_state)
-            models[GREYBOX_HYBRID_LABEL] = LinearResidualRegressor(
-                net, gb, feed_increments=increments
+            label, nom = (
+                GREYBOX_HYBRID_LABEL,
+                greybox_model(name, random_state=random_state),
             )
         else:
-            arx = ARXRegressor(**arx_params)
-            models[HYBRID_LABEL] = LinearResidualRegressor(
-                net, arx, feed_increments=increments
-            )
+            label, nom = HYBRID_LABEL, ARXRegressor(**arx_params)
+        models[label] = LinearResidualRegressor(net, nom, feed_increments=increments)
     if ensemble:
         for label in list(models):
             models[label] = EnsembleRegressor(
