@@ -186,7 +186,7 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         if self.feed_increments:
             # (T, n_y): y_lin[t] - y_lin[t - 1], 0 at t = 0
             parts.append(np.diff(y_lin, axis=0, prepend=y_lin[:1]))
-        return np.hstack(parts) if len(parts) > 1 else u
+        return np.hstack(parts)  # (T, n_u + fed channels)
 
     # -- prediction --------------------------------------------------------
     def _prepare(self, X: Any, y_init: Any) -> tuple[list, list, list, bool]:
