@@ -144,7 +144,10 @@ TARGETS = {
 # "greybox" makes the hybrid's nominal model the benchmark's grey-box model
 # (Cascaded Tanks, EMPS and Wiener-Hammerstein; label GREYBOX_HYBRID_LABEL)
 # instead of its ARX; "feed_increments": True also gives the hybrid's
-# residual model the increments of the nominal run (its velocity, EMPS).
+# residual model the increments of the nominal run (its velocity, EMPS);
+# "restart_every": N also trains it on the nominal runs restarted every N
+# samples (LinearResidualRegressor).
+_HYBRID_KEYS = ("feed_increments", "restart_every")  # LinearResidualRegressor's
 _FINETUNE = {
     "max_iter": 10,
     "rollout_steps": 64,
@@ -299,11 +302,12 @@ def default_models(
         raise ValueError(f"nominal must be 'arx' or 'greybox', got {nominal!r}")
     if nominal == "greybox" and hybrid is False:
         raise ValueError("nominal='greybox' needs linear_residual True or 'both'")
-    increments = params.pop("feed_increments", False)
-    if not isinstance(increments, bool):
-        raise ValueError(f"feed_increments must be a bool, got {increments!r}")
-    if increments and hybrid is False:
-        raise ValueError("feed_increments needs linear_residual True or 'both'")
+    # the hybrid's own options (it checks their values again at fit)
+    hy = {k: params.pop(k) for k in _HYBRID_KEYS if k in params}
+    if not isinstance(hy.get("feed_increments", False), bool):
+        raise ValueError(f"feed_increments must be a bool, got {hy['feed_increments']}")
+    if hybrid is False and any(v not in (False, None) for v in hy.values()):
+        raise ValueError(f"{', '.join(hy)} needs linear_residual True or 'both'")
     orders = _ORDERS.get(name, {"arx": (4, 4, 0), "narx": (2, 4, 4)})
     arx_params = _arx_params(orders["arx"], params.pop("arx", None))
     models: dict[str, Any] = {}
@@ -320,7 +324,7 @@ def default_models(
             )
         else:
             label, nom = HYBRID_LABEL, ARXRegressor(**arx_params)
-        models[label] = LinearResidualRegressor(net, nom, feed_increments=increments)
+        models[label] = LinearResidualRegressor(net, nom, **hy)
     if ensemble:
         for label in list(models):
             models[label] = EnsembleRegressor(

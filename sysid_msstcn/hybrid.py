@@ -66,6 +66,22 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         scale instead of as a difference of nearly equal levels. Like
         ``y_lin`` it is computed from ``u`` and the warm-up only, so the
         simulation protocol is unchanged.
+    restart_every : int or None, default=None
+        Also train the residual model on runs of the linear model restarted
+        every ``restart_every`` samples: each training experiment is cut
+        into segments of that length (after the first, which the full run
+        covers; a shorter remainder is left out), the linear model is
+        simulated over each from its first ``linear_.n_init_`` measured
+        outputs, and the segments join the full runs as extra experiments
+        of the residual model. Without them the residual model only ever
+        sees the linear model's error as it grows along each whole training
+        record from its start, and can learn it as a function of where the
+        record is. A test record's linear run starts afresh from its
+        warm-up, so the residual model's corrections must hold for a run of
+        any age; the restarts show it young runs from many states. The
+        residual model gets twice the data, not more epochs: with the
+        default ``steps_per_epoch`` an epoch of a short training set is at
+        least 50 batches either way. None: the full runs only.
 
     Attributes
     ----------
@@ -102,11 +118,13 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         *,
         feed_linear: bool = True,
         feed_increments: bool = False,
+        restart_every: int | None = None,
     ) -> None:
         self.estimator = estimator
         self.linear = linear
         self.feed_linear = feed_linear
         self.feed_increments = feed_increments
+        self.restart_every = restart_every
 
     # -- fitting -----------------------------------------------------------
     def fit(self, X: Any, y: Any) -> LinearResidualRegressor:
@@ -127,6 +145,15 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
             value = getattr(self, flag)
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{flag} must be a bool, got {value!r}")
+        every = self.restart_every
+        if every is not None and (
+            isinstance(every, (bool, np.bool_))
+            or not isinstance(every, (int, np.integer))
+            or every < 2
+        ):
+            raise ValueError(
+                f"restart_every must be an int >= 2 or None, got {every!r}"
+            )
         template = MSSTCNRegressor() if self.estimator is None else self.estimator
         for part, obj in (("estimator", template), ("linear", self.linear)):
             protocol = hasattr(obj, "fit") and hasattr(obj, "predict")
@@ -150,15 +177,18 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         n_lin = int(linear.n_init_)
         lins = linear.predict(us, [v[:n_lin] for v in ys])
         lins = [np.asarray(p).reshape(v.shape) for p, v in zip(lins, ys, strict=True)]
-        features = [self._features(u, p) for u, p in zip(us, lins, strict=True)]
-        residuals = [v - p for v, p in zip(ys, lins, strict=True)]
+        runs = list(zip(us, ys, lins, strict=True))  # (u, y, y_lin) per experiment
+        if every is not None:
+            runs += self._restarts(linear, us, ys, int(every), n_lin)
+        features = [self._features(u, p) for u, _, p in runs]
+        residuals = [v - p for _, v, p in runs]
         if getattr(template, "warm_start", False) and self._is_fitted():
             # continue the fitted residual model with the template's settings
             est = self.estimator_
             est.set_params(**template.get_params(deep=False))
         else:
             est = clone(template)
-        if data.is_list:
+        if data.is_list or len(runs) > 1:
             est.fit(features, residuals)
         else:
             est.fit(features[0], residuals[0])
@@ -173,7 +203,21 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
     def __setstate__(self, state: dict) -> None:
         # models pickled before feed_increments existed did not feed them
         state.setdefault("feed_increments", False)
+        state.setdefault("restart_every", None)
         super().__setstate__(state)
+
+    @staticmethod
+    def _restarts(
+        linear: Any, us: list, ys: list, every: int, n_lin: int
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(u, y, y_lin)`` of the linear runs restarted every ``every`` samples."""
+        runs = []
+        for u, y in zip(us, ys, strict=True):
+            for start in range(every, y.shape[0] - every + 1, every):
+                seg_u, seg_y = u[start : start + every], y[start : start + every]
+                lin = np.asarray(linear.predict(seg_u, seg_y[:n_lin]))
+                runs.append((seg_u, seg_y, lin.reshape(seg_y.shape)))  # (every, .)
+        return runs
 
     def _is_fitted(self) -> bool:
         return hasattr(self, "estimator_")
