@@ -142,6 +142,19 @@ def test_feed_increments_reaches_the_hybrids_only():
         default_models("emps", {"linear_residual": True, "feed_increments": 1})
 
 
+def test_restart_every_reaches_the_hybrids_only():
+    from sysid_msstcn.benchmarking import default_models
+
+    budget = {"linear_residual": "both", "restart_every": 2000}
+    models = default_models("emps", budget, baselines=False)
+    assert models["MS-STCN + ARX"].restart_every == 2000
+    assert "restart_every" not in models["MS-STCN"].get_params()
+    plain = default_models("emps", {"linear_residual": True}, baselines=False)
+    assert plain["MS-STCN + ARX"].restart_every is None
+    with pytest.raises(ValueError, match="restart_every needs linear_residual"):
+        default_models("emps", {"restart_every": 2000})
+
+
 def test_the_grey_box_row_records_the_fitted_physical_parameters(benchmark_data):
     from sysid_msstcn.benchmarking import greybox_model
 

@@ -97,6 +97,66 @@ def test_feed_increments_adds_the_velocity_of_the_linear_run():
     np.testing.assert_array_equal(loaded.predict(ut, y[100 : 100 + n]), expected)
 
 
+class _ListRecorder(_Recorder):
+    """A zero residual model that records a list of training experiments."""
+
+    def fit(self, X, y):
+        self.seen_ = (list(X), list(y))
+        return self
+
+    def predict(self, X, y_init=None):
+        out = np.zeros((len(X), self.seen_[1][0].shape[1]))
+        if y_init is not None:
+            out[: len(y_init)] = y_init
+        return out
+
+
+def test_restart_every_adds_the_restarted_linear_runs():
+    u, y = duffing_system()  # 600 samples
+    arx = ARXRegressor(na=2, nb=2, nk=1)
+    model = LinearResidualRegressor(_ListRecorder(), arx, restart_every=150)
+    model.fit(u, y)
+    X_seen, r_seen = model.estimator_.seen_
+    arx.fit(u, y)
+    # the full run first, then the runs restarted at 150, 300 and 450
+    starts = [0, 150, 300, 450]
+    assert len(X_seen) == len(r_seen) == len(starts)
+    for k, start in enumerate(starts):
+        stop = len(y) if k == 0 else start + 150
+        seg_u, seg_y = u[start:stop], y[start:stop]
+        y_lin = arx.predict(seg_u, y_init=seg_y[:2])
+        np.testing.assert_array_equal(X_seen[k], np.column_stack([seg_u, y_lin]))
+        np.testing.assert_array_equal(r_seen[k][:, 0], seg_y - y_lin)
+        assert np.all(r_seen[k][:2] == 0)  # each restart is warmed up
+    # two experiments: the remainder shorter than a segment is left out
+    both = LinearResidualRegressor(_ListRecorder(), arx, restart_every=150)
+    both.fit([u, u[:400]], [y, y[:400]])
+    lengths = [len(x) for x in both.estimator_.seen_[0]]
+    assert lengths == [600, 400, 150, 150, 150, 150]
+    # the prediction does not change: the linear run plus the residual run
+    ut, n = u[100:], 20
+    np.testing.assert_array_equal(
+        model.predict(ut, y_init=y[100 : 100 + n])[n:],
+        arx.predict(ut, y_init=y[100 : 100 + n])[n:],
+    )
+    for bad in (1, True, 2.5, "150"):
+        with pytest.raises(ValueError, match="restart_every must be an int >= 2"):
+            LinearResidualRegressor(_Recorder(), restart_every=bad).fit(u, y)
+    # a model pickled before the parameter existed loads as one without it
+    old = LinearResidualRegressor(_Recorder(), arx).fit(u, y)
+    del old.__dict__["restart_every"]
+    assert pickle.loads(pickle.dumps(old)).get_params()["restart_every"] is None
+
+
+def test_restart_every_trains_an_msstcn_residual_model():
+    u, y = duffing_system()
+    net = MSSTCNRegressor(**TINY_SYSID)
+    model = LinearResidualRegressor(net, restart_every=200).fit(u, y)
+    assert model.n_init_ == model.estimator_.n_init_
+    pred = model.predict(u, y_init=y[: model.n_init_])
+    assert pred.shape == y.shape and np.all(np.isfinite(pred))
+
+
 def test_prediction_is_the_sum_of_the_two_free_runs():
     u, y = duffing_system()
     model = LinearResidualRegressor(MSSTCNRegressor(**TINY_SYSID)).fit(u[:400], y[:400])
