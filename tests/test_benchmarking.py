@@ -615,3 +615,49 @@ def test_ensemble_subsets_scores_every_subset_mean(benchmark_data, tmp_path):
             v["test_rmse"] for v in chosen.values()
         )
         assert bound["by_size"]["3"]["best"] == chosen["all_members"]["test_rmse"]
+
+
+def test_restart_errors_simulates_every_window_from_its_warm_up(
+    benchmark_data, tmp_path
+):
+    """benchmarks/restart_errors.py: each window's figure is the free run of
+    that window from its own first n_init outputs, for the hybrid and for
+    its nominal model alone."""
+    import joblib
+
+    from sysid_msstcn import LinearResidualRegressor
+    from sysid_msstcn.baselines import ARXRegressor
+    from sysid_msstcn.data import load_benchmark
+    from sysid_msstcn.data.benchmarks import io_arrays
+    from sysid_msstcn.metrics import rmse
+
+    train, test = load_benchmark("ced", data_dir=benchmark_data)
+    X, Y = map(list, zip(*[io_arrays(ds) for ds in train], strict=True))
+    model = LinearResidualRegressor(ARXRegressor(na=1, nb=1), ARXRegressor()).fit(X, Y)
+    path = tmp_path / "hybrid.joblib"
+    joblib.dump(model, path)
+    out = tmp_path / "restarts.json"
+    script = _load("restart_errors.py")
+    argv = [str(path), "--dataset", "ced", "--data-dir", str(benchmark_data)]
+    argv += ["--horizon", "80", "--starts", "3", "--output", str(out)]
+    assert script.main(argv) == 0
+    res = json.loads(out.read_text())
+    n0 = res["n_init"]
+    assert n0 == test[0].attrs["n_init"] and res["horizon"] == 80
+    splits = [(r["split"], r["record"]) for r in res["records"]]
+    assert splits == [("train", 0), ("train", 1), ("test", 0), ("test", 1)]
+    for rec in res["records"]:
+        ds = (train if rec["split"] == "train" else test)[rec["record"]]
+        u, y = io_arrays(ds)
+        y = y.reshape(len(y), -1)
+        assert rec["starts"][0] == 0 and rec["starts"][-1] == len(y) - 80
+        for k, s in enumerate(rec["starts"]):
+            uw, yw = u[s : s + 80], y[s : s + 80]
+            pred = model.predict(uw, y_init=yw[:n0]).reshape(yw.shape)
+            lin = model.linear_simulation(uw, yw[:n0]).reshape(yw.shape)
+            got = rec["models"][0]["rmse"][k]
+            assert got == pytest.approx(float(rmse(yw[n0:], pred[n0:])[0]))
+            nominal = rec["nominal_rmse"][k]
+            assert nominal == pytest.approx(float(rmse(yw[n0:], lin[n0:])[0]))
+    with pytest.raises(ValueError, match="horizon=500 is longer"):
+        script.window_starts(400, 500, 3)
