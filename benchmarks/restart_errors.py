@@ -107,8 +107,13 @@ def main(argv: list[str] | None = None) -> int:
                     scale,
                 )
             records.append(
-                {"split": split, "record": k, "starts": starts, "models": rows}
-                | {"nominal_rmse": nominal}
+                {
+                    "split": split,
+                    "record": k,
+                    "starts": starts,
+                    "models": rows,
+                    "nominal_rmse": nominal,
+                }
             )
             for row in rows:
                 print(split, k, row["seed"], np.round(row["rmse"], 3), flush=True)

@@ -79,9 +79,11 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         record is. A test record's linear run starts afresh from its
         warm-up, so the residual model's corrections must hold for a run of
         any age; the restarts show it young runs from many states. The
-        residual model gets twice the data, not more epochs: with the
-        default ``steps_per_epoch`` an epoch of a short training set is at
-        least 50 batches either way. None: the full runs only.
+        residual model's training set nearly doubles; its epochs are
+        ``max(50, samples / (window * batch_size))`` batches by default, so
+        on short records they cost the same. None: the full runs only. On
+        EMPS it helped the later starts and hurt the record's start and
+        the official test (user guide, "A linear model first").
 
     Attributes
     ----------
@@ -201,7 +203,7 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         return self
 
     def __setstate__(self, state: dict) -> None:
-        # models pickled before feed_increments existed did not feed them
+        # models pickled before these options existed did not use them
         state.setdefault("feed_increments", False)
         state.setdefault("restart_every", None)
         super().__setstate__(state)
