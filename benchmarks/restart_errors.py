@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+from functools import partial
 from pathlib import Path
 
 import joblib
@@ -85,27 +86,22 @@ def main(argv: list[str] | None = None) -> int:
             u, y = io_arrays(ds)
             y = y.reshape(len(y), -1)
             starts = window_starts(len(y), args.horizon, args.starts)
-            rows = []
-            for seed, m in members:
-                rows.append(
-                    {
-                        "seed": seed,
-                        "rmse": window_errors(
-                            m.predict, u, y, starts, args.horizon, n_init, scale
-                        ),
-                    }
-                )
+            # errors(simulate): one RMSE per window of this record
+            errors = partial(
+                window_errors,
+                u=u,
+                y=y,
+                starts=starts,
+                horizon=args.horizon,
+                n_init=n_init,
+                scale=scale,
+            )
+
+            rows = [{"seed": seed, "rmse": errors(m.predict)} for seed, m in members]
+            hybrid = members[0][1]
             nominal = None
-            if isinstance(members[0][1], LinearResidualRegressor):
-                nominal = window_errors(
-                    members[0][1].linear_simulation,
-                    u,
-                    y,
-                    starts,
-                    args.horizon,
-                    n_init,
-                    scale,
-                )
+            if isinstance(hybrid, LinearResidualRegressor):
+                nominal = errors(hybrid.linear_simulation)
             records.append(
                 {
                     "split": split,
