@@ -28,6 +28,7 @@ __all__ = [
     "plot_error",
     "plot_handwriting",
     "plot_learning_curves",
+    "plot_residual_analysis",
     "plot_simulation",
     "save_figure",
 ]
@@ -233,6 +234,57 @@ def plot_error(
     axes[0, 1].legend(loc="upper right", fontsize="small")
     axes[-1, 0].set_xlabel("time (s)" if sampling_time else "sample")
     axes[-1, 1].set_xlabel("frequency (Hz)" if sampling_time else "cycles per sample")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _stems(ax: Any, lags: np.ndarray, values: np.ndarray, bound: float) -> None:
+    ax.axhspan(-bound, bound, color="C0", alpha=0.15, lw=0)
+    outside = np.abs(values) > bound
+    ax.vlines(lags, 0.0, values, color=_MEASURED, lw=1.0)
+    ax.plot(lags[~outside], values[~outside], "o", color=_MEASURED, ms=2.5)
+    ax.plot(lags[outside], values[outside], "o", color="C3", ms=3.5)
+    ax.axhline(0.0, color=_MEASURED, lw=0.5)
+
+
+def plot_residual_analysis(result: Any, *, title: str | None = None) -> Figure:
+    """Residual autocorrelation and input cross-correlations with their bounds.
+
+    Parameters
+    ----------
+    result : ResidualAnalysis
+        From :func:`sysid_msstcn.residuals.residual_analysis`.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        One row per output channel: the autocorrelation (lags 1 to
+        ``max_lag``; its bound assumes white residuals), then one panel per
+        input (lags ``-max_lag`` to ``max_lag``; the bound allows for
+        coloured signals). The confidence band is shaded; lags outside it are
+        red.
+    """
+    auto = np.asarray(result.autocorrelation, dtype=float)
+    cross = np.asarray(result.cross_correlation, dtype=float)
+    n_y, n_u = auto.shape[1], cross.shape[1]
+    fig, axes = _new_figure(n_y, 1 + n_u, size=(3.6 * (1 + n_u), 2.4 * n_y + 0.6))
+    lags, cross_lags = np.asarray(result.lags), np.asarray(result.cross_lags)
+    for j in range(n_y):
+        _stems(axes[j, 0], lags[1:], auto[1:, j], result.autocorrelation_bound)
+        axes[j, 0].set_ylabel(f"r_ee (y{j})" if n_y > 1 else "r_ee")
+        for i in range(n_u):
+            bound = float(result.cross_correlation_bound[i, j])
+            _stems(axes[j, i + 1], cross_lags, cross[:, i, j], bound)
+            axes[j, i + 1].set_ylabel(f"r_ue (u{i}, y{j})")
+    axes[-1, 0].set_xlabel("lag")
+    for i in range(n_u):
+        axes[-1, i + 1].set_xlabel("lag (u leads e for lag > 0)")
+    axes[0, 0].set_title(f"autocorrelation ({100 * result.confidence:g} % bound)")
+    if n_u:
+        axes[0, 1].set_title("cross-correlation with the input")
     if title:
         fig.suptitle(title)
     return fig

@@ -661,3 +661,55 @@ def test_restart_errors_simulates_every_window_from_its_warm_up(
             assert nominal == pytest.approx(float(rmse(yw[n0:], lin[n0:])[0]))
     with pytest.raises(ValueError, match="horizon=500 is longer"):
         script.window_starts(400, 500, 3)
+
+
+def test_residual_analysis_script_tests_each_free_run(benchmark_data, tmp_path):
+    """benchmarks/residual_analysis.py: the tests and the output-level fit of
+    each record's free run, for a hybrid and for its nominal model alone."""
+    import joblib
+
+    from sysid_msstcn import LinearResidualRegressor
+    from sysid_msstcn.baselines import ARXRegressor
+    from sysid_msstcn.data import load_benchmark
+    from sysid_msstcn.data.benchmarks import io_arrays
+    from sysid_msstcn.residuals import residual_analysis
+
+    train, test = load_benchmark("ced", data_dir=benchmark_data)
+    X, Y = map(list, zip(*[io_arrays(ds) for ds in train], strict=True))
+    model = LinearResidualRegressor(ARXRegressor(na=1, nb=1), ARXRegressor()).fit(X, Y)
+    path = tmp_path / "hybrid.joblib"
+    joblib.dump(model, path)
+    out, png = tmp_path / "resid.json", tmp_path / "resid.png"
+    script = _load("residual_analysis.py")
+    argv = [str(path), "--dataset", "ced", "--data-dir", str(benchmark_data)]
+    assert (
+        script.main([*argv, "--max-lag", "5", "--output", str(out), "--plot", str(png)])
+        == 0
+    )
+    assert png.stat().st_size > 0
+    res = json.loads(out.read_text())
+    n0 = res["n_init"]
+    names = ["train_0", "train_1"] + [ds.attrs["name"] for ds in test]
+    assert set(res["models"]) == {"model", "nominal"}
+    for name, ds in zip(names, list(train) + list(test), strict=True):
+        u, y = io_arrays(ds)
+        y = y.reshape(len(y), -1)
+        for label, simulate in (
+            ("model", lambda u, y0: model.predict(u, y_init=y0)),
+            ("nominal", model.linear_simulation),
+        ):
+            pred = np.asarray(simulate(u, y[:n0])).reshape(y.shape)
+            e, level = pred[n0:, 0] - y[n0:, 0], res["models"][label][name]
+            slope, intercept = np.polyfit(y[n0:, 0], e, 1)
+            assert level["output_level"]["slope"] == pytest.approx(slope)
+            assert level["output_level"]["intercept"] == pytest.approx(intercept)
+            assert level["rmse"] == pytest.approx(float(np.sqrt(np.mean(e**2))))
+            if label == "model":
+                direct = residual_analysis(y, pred, u, n_init=n0, max_lag=5)
+                got = res["model_correlations"][name]
+                np.testing.assert_allclose(
+                    got["autocorrelation"], direct.autocorrelation
+                )
+                np.testing.assert_allclose(
+                    got["cross_correlation"], direct.cross_correlation
+                )

@@ -20,6 +20,7 @@ DOCUMENTED = [
     "sysid_msstcn.hybrid",
     "sysid_msstcn.data",
     "sysid_msstcn.metrics",
+    "sysid_msstcn.residuals",
     "sysid_msstcn.plotting",
     "sysid_msstcn.presets",
     "sysid_msstcn.summary",

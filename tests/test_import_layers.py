@@ -17,6 +17,7 @@ FORBIDDEN = {
     "config": {"torch", "sklearn", "model", "layers", "training", "estimator"},
     "presets": {"torch", "sklearn", "model", "training", "estimator"},
     "metrics": {"torch", "sklearn", "model", "layers", "training", "estimator"},
+    "residuals": {"torch", "sklearn", "model", "layers", "training", "estimator"},
     "data": {"torch", "model", "layers", "training", "estimator", "objectives"},
     "layers": {"sklearn", "model", "distributions", "training", "estimator"},
     "distributions": {"sklearn", "layers", "model", "training", "estimator"},

@@ -137,3 +137,24 @@ def test_plotting_imports_only_numpy_and_matplotlib():
         "numpy",
         "matplotlib",
     }
+
+
+def test_residual_analysis_panels(tmp_path):
+    from sysid_msstcn.residuals import residual_analysis
+
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((400, 2))
+    y = rng.standard_normal((400, 2))
+    pred = y - 0.1 * rng.standard_normal((400, 2)) - 0.3 * np.roll(u[:, :1], 2, axis=0)
+    res = residual_analysis(y, pred, u, max_lag=10)
+    fig = plotting.plot_residual_analysis(res, title="check")
+    assert len(fig.axes) == 6  # two outputs x (autocorrelation + two inputs)
+    red = [
+        line
+        for line in fig.axes[1].get_lines()
+        if line.get_color() == "C3" and len(line.get_xdata())
+    ]
+    assert [int(x) for x in red[0].get_xdata()] == [2]  # the lag-2 term
+    _check_png(plotting.save_figure(fig, tmp_path / "resid.png"))
+    fig = plotting.plot_residual_analysis(residual_analysis(y, pred, max_lag=10))
+    assert len(fig.axes) == 2
