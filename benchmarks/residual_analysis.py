@@ -18,6 +18,10 @@ Usage::
         [--plot benchmarks/results/plots/residual_analysis_<tag>.png]
 
 ``MODEL.joblib`` is a model pickled by ``run_nonlinear.py --save-models``.
+Per model and record the file holds the RMSE, the Ljung-Box p-values, the
+share of lags outside the bounds, the largest cross-correlation with past
+inputs and the output-level fit; ``--correlations`` adds the model's
+correlations at every lag.
 """
 
 from __future__ import annotations
@@ -90,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output", required=True, help="JSON file to write")
     p.add_argument("--plot", default=None, help="PNG of the model's test analysis")
+    p.add_argument(
+        "--correlations",
+        action="store_true",
+        help="also store the model's correlations at every lag (large files)",
+    )
     args = p.parse_args(argv)
     set_cpu_threads(args.threads)
     model = joblib.load(args.model)
@@ -134,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         "commit": git_commit(),
         "hardware": hardware_info("cpu"),
         "models": models,
-        "model_correlations": {k: r.to_dict() for k, r in main_results.items()},
     }
+    if args.correlations:
+        out["model_correlations"] = {k: r.to_dict() for k, r in main_results.items()}
     Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
     if args.plot:
         name = records[-1][0]

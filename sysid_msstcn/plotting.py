@@ -242,9 +242,13 @@ def plot_error(
 def _stems(ax: Any, lags: np.ndarray, values: np.ndarray, bound: float) -> None:
     ax.axhspan(-bound, bound, color="C0", alpha=0.15, lw=0)
     outside = np.abs(values) > bound
-    ax.vlines(lags, 0.0, values, color=_MEASURED, lw=1.0)
-    ax.plot(lags[~outside], values[~outside], "o", color=_MEASURED, ms=2.5)
-    ax.plot(lags[outside], values[outside], "o", color="C3", ms=3.5)
+    if len(lags) > 80:  # too many for stems: a line, the lags outside in red
+        ax.plot(lags, values, color=_MEASURED, lw=1.0)
+        ax.plot(lags[outside], values[outside], ".", color="C3", ms=2.0)
+    else:
+        ax.vlines(lags, 0.0, values, color=_MEASURED, lw=1.0)
+        ax.plot(lags[~outside], values[~outside], "o", color=_MEASURED, ms=2.5)
+        ax.plot(lags[outside], values[outside], "o", color="C3", ms=3.5)
     ax.axhline(0.0, color=_MEASURED, lw=0.5)
 
 

@@ -682,15 +682,15 @@ def test_residual_analysis_script_tests_each_free_run(benchmark_data, tmp_path):
     out, png = tmp_path / "resid.json", tmp_path / "resid.png"
     script = _load("residual_analysis.py")
     argv = [str(path), "--dataset", "ced", "--data-dir", str(benchmark_data)]
-    assert (
-        script.main([*argv, "--max-lag", "5", "--output", str(out), "--plot", str(png)])
-        == 0
-    )
+    argv += ["--max-lag", "5", "--output", str(out), "--plot", str(png)]
+    assert script.main([*argv, "--correlations"]) == 0
     assert png.stat().st_size > 0
     res = json.loads(out.read_text())
     n0 = res["n_init"]
     names = ["train_0", "train_1"] + [ds.attrs["name"] for ds in test]
     assert set(res["models"]) == {"model", "nominal"}
+    assert script.main(argv) == 0  # without --correlations: the summaries only
+    assert "model_correlations" not in json.loads(out.read_text())
     for name, ds in zip(names, list(train) + list(test), strict=True):
         u, y = io_arrays(ds)
         y = y.reshape(len(y), -1)
