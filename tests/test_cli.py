@@ -111,6 +111,35 @@ def test_evaluate_writes_results(io_model, tmp_path, capsys, suffix):
     assert (tmp_path / "plots" / "simulation.png").stat().st_size > 0
 
 
+def test_evaluate_runs_the_residual_tests(io_model, tmp_path, capsys):
+    """--residual-lags: the row's figures are those of residual_analysis on
+    the same free run, and --plots adds the residual figure."""
+    from sysid_msstcn import MSSTCNRegressor
+    from sysid_msstcn.cli._data import _io, load_data
+    from sysid_msstcn.residuals import residual_analysis
+
+    out = tmp_path / "results.json"
+    argv = ["evaluate", io_model, *SYNTH, "--device", "cpu", "--output", out]
+    argv += ["--residual-lags", "10", "--plots", tmp_path / "plots"]
+    status, stdout, _ = run(argv, capsys)
+    assert status == 0
+    assert "Ljung-Box p" in stdout and "input corr. outside" in stdout
+    row = json.loads(out.read_text())["results"][0]
+    est = MSSTCNRegressor.load(io_model, device="cpu")
+    parser = cli._parser.build_parser()
+    rec = load_data("synthetic", parser.parse_args(["evaluate", "m", *SYNTH])).test[0]
+    u, y, n0 = _io(rec)
+    assert row["n_init"] == n0
+    res = residual_analysis(y, est.predict(u, y_init=y[:n0]), u, n_init=n0, max_lag=10)
+    assert row["ljung_box_p"] == pytest.approx(float(res.ljung_box_pvalue.min()))
+    frac = res.fraction_outside()["cross_correlation"]
+    assert row["input_corr_outside"] == pytest.approx(float(frac.max()))
+    assert (tmp_path / "plots" / "residuals.png").stat().st_size > 0
+    argv = ["evaluate", io_model, *SYNTH, "--device", "cpu", "--residual-lags"]
+    status, _, err = run([*argv, "100000"], capsys)
+    assert status != 0 and "max_lag" in err
+
+
 @pytest.mark.parametrize("suffix", [".nc", ".csv"])
 def test_simulate_writes_trajectories(io_model, tmp_path, capsys, suffix):
     out = tmp_path / f"sim{suffix}"

@@ -60,6 +60,35 @@ def evaluate_io(model, records, *, n_samples: int = 0, seed: int = 0, label: str
     return rows, preds
 
 
+def residual_tests(records, preds, rows, max_lag: int, folder: Path | None = None):
+    """Add the residual correlation tests of each record's free run to its row.
+
+    ``ljung_box_p``: the smallest Ljung-Box p-value over the outputs (one-step
+    errors of a good model pass; free runs of slow systems do not);
+    ``input_corr_outside``: the largest share, over input and output
+    channels, of lags whose cross-correlation with the input lies outside its
+    99 % bound (about 1 % for a model that missed nothing the input explains).
+    With ``folder``, one ``residuals[_i].png`` per record.
+    """
+    from .. import plotting
+    from ..residuals import residual_analysis
+
+    for i, (rec, (p, _), row) in enumerate(zip(records, preds, rows, strict=True)):
+        u, y, _ = _io(rec)
+        res = residual_analysis(
+            y, p, u if u.shape[1] else None, n_init=row["n_init"], max_lag=max_lag
+        )
+        row["ljung_box_p"] = float(res.ljung_box_pvalue.min())
+        cross = res.fraction_outside()["cross_correlation"]
+        row["input_corr_outside"] = float(cross.max()) if cross.size else None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            suffix = "" if len(records) == 1 else f"_{i}"
+            title = f"{rec.attrs.get('name', '')}: free-run residual"
+            fig = plotting.plot_residual_analysis(res, title=title)
+            plotting.save_figure(fig, folder / f"residuals{suffix}.png")
+
+
 def _baseline(name: str, data: Data, budget: float, seed: int):
     """One baseline, with the benchmark suite's orders for named benchmarks.
 

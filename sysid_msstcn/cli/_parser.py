@@ -168,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(cmd_evaluate, "test metrics of a saved model", plain, model=True, data=True)
     p.add_argument("--mc-samples", type=int, default=0, help=_MC_HELP)
+    p.add_argument(
+        "--residual-lags",
+        type=int,
+        default=None,
+        metavar="L",
+        help="also run the residual correlation tests up to lag L (input/output "
+        "data): the Ljung-Box p-value and the share of input lags outside the "
+        "99%% bound; with --plots, residuals.png",
+    )
     p.add_argument("--output", help=_OUTPUT_HELP)
 
     p = add(

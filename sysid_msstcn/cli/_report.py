@@ -80,6 +80,8 @@ _IO_COLUMNS = [
     ("units", "units", ""),
     ("fit_percent", "fit %", ".1f"),
     ("coverage_90", "90% coverage", ".2f"),
+    ("ljung_box_p", "Ljung-Box p", ".2g"),
+    ("input_corr_outside", "input corr. outside", ".0%"),
     ("fit_seconds", "train time (s)", ".1f"),
     ("fit_cpu_seconds", "train CPU (s)", ".1f"),
 ]

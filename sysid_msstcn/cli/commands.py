@@ -13,7 +13,14 @@ import numpy as np
 from .. import __version__
 from .._utils import jsonable
 from ._common import _SPEECH_PRESETS, UsageError, _say
-from ._compare import _by_label, _compare, _parse_models, _plot_records, evaluate_io
+from ._compare import (
+    _by_label,
+    _compare,
+    _parse_models,
+    _plot_records,
+    evaluate_io,
+    residual_tests,
+)
 from ._data import Data, _fit_args, load_data
 from ._params import _estimator_params, _make_estimator
 from ._report import _ELBO_COLUMNS, _IO_COLUMNS, _table, write_rows
@@ -259,6 +266,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows, preds = evaluate_io(
             est, records, n_samples=args.mc_samples, seed=args.seed, label="MS-STCN"
         )
+        if args.residual_lags is not None:
+            folder = Path(args.plots) if args.plots else None
+            residual_tests(records, preds, rows, args.residual_lags, folder)
         print(_table(rows, _IO_COLUMNS))
         if args.plots:
             _plot_records(records, _by_label({"msstcn": preds}, rows), Path(args.plots))
