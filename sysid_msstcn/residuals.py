@@ -197,16 +197,31 @@ def _centred(parts: list[np.ndarray], what: str) -> list[np.ndarray]:
     return [(p - mean) / std for p in parts]
 
 
+def _lagged(a: np.ndarray, b: np.ndarray, max_lag: int) -> np.ndarray:
+    """``sum_t b(t) a(t - tau)`` of two 1-D signals for ``|tau| <= max_lag``."""
+    mid = len(a) - 1  # index of lag 0 in the "full" correlation
+    full = signal.correlate(b, a, mode="full")
+    return full[mid - max_lag : mid + max_lag + 1]
+
+
 def _cross(a: list[np.ndarray], b: list[np.ndarray], max_lag: int) -> np.ndarray:
     """``sum_t b_j(t) a_i(t - tau) / N`` for ``|tau| <= max_lag``: (2L+1, n_a, n_b)."""
     n = sum(len(p) for p in a)
     out = np.zeros((2 * max_lag + 1, a[0].shape[1], b[0].shape[1]))
     for a_exp, b_exp in zip(a, b, strict=True):
-        mid = len(a_exp) - 1  # index of lag 0 in the "full" correlation
         for i in range(a_exp.shape[1]):
             for j in range(b_exp.shape[1]):
-                full = signal.correlate(b_exp[:, j], a_exp[:, i], mode="full")
-                out[:, i, j] += full[mid - max_lag : mid + max_lag + 1]
+                out[:, i, j] += _lagged(a_exp[:, i], b_exp[:, j], max_lag)
+    return out / n
+
+
+def _auto(a: list[np.ndarray], max_lag: int) -> np.ndarray:
+    """Each channel's ``sum_t a(t) a(t - tau) / N`` for ``|tau| <= max_lag``."""
+    n = sum(len(p) for p in a)
+    out = np.zeros((2 * max_lag + 1, a[0].shape[1]))
+    for a_exp in a:
+        for i in range(a_exp.shape[1]):
+            out[:, i] += _lagged(a_exp[:, i], a_exp[:, i], max_lag)
     return out / n
 
 
@@ -274,9 +289,8 @@ def residual_analysis(
     n = sum(len(p) for p in e)
     z = float(stats.norm.ppf(0.5 + confidence / 2.0))
     white = z / np.sqrt(n)
-    # (2L+1, n_y, n_y) -> the diagonal at lags 0..L: (L+1, n_y)
-    auto_full = _cross(e, e, max_lag)
-    auto = np.diagonal(auto_full, axis1=1, axis2=2)[max_lag:]
+    r_ee = _auto(e, max_lag)  # (2L+1, n_y), symmetric in the lag
+    auto = r_ee[max_lag:]  # lags 0..L
     k = np.arange(1, max_lag + 1)[:, None]
     q = n * (n + 2) * np.sum(auto[1:] ** 2 / (n - k), axis=0)
     n_y = auto.shape[1]
@@ -289,8 +303,7 @@ def residual_analysis(
         cross = _cross(x, e, max_lag)
         # Bartlett-weighted sum_k r_ee(k) r_uu(k), k = -L..L: (n_u, n_y)
         weights = 1.0 - np.abs(np.arange(-max_lag, max_lag + 1)) / (max_lag + 1)
-        r_uu = np.diagonal(_cross(x, x, max_lag), axis1=1, axis2=2)
-        r_ee = np.diagonal(auto_full, axis1=1, axis2=2)
+        r_uu = _auto(x, max_lag)  # (2L+1, n_u)
         var = np.einsum("k,ki,kj->ij", weights, r_uu, r_ee)
         cross_bound = z * np.sqrt(np.maximum(var, 0.0) / n)
         if nonlinear:
