@@ -258,7 +258,9 @@ def plot_residual_analysis(result: Any, *, title: str | None = None) -> Figure:
     Parameters
     ----------
     result : ResidualAnalysis
-        From :func:`sysid_msstcn.residuals.residual_analysis`.
+        From :func:`sysid_msstcn.residuals.residual_analysis` (typed ``Any``
+        here, since this module imports nothing from the package; any object
+        with the same attributes will do).
     title : str, optional
         Figure title.
 

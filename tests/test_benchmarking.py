@@ -705,7 +705,7 @@ def test_residual_analysis_script_tests_each_free_run(benchmark_data, tmp_path):
             assert level["output_level"]["intercept"] == pytest.approx(intercept)
             assert level["rmse"] == pytest.approx(float(np.sqrt(np.mean(e**2))))
             if label == "model":
-                direct = residual_analysis(y, pred, u, n_init=n0, max_lag=5)
+                direct = residual_analysis(y, pred, u=u, n_init=n0, max_lag=5)
                 got = res["model_correlations"][name]
                 np.testing.assert_allclose(
                     got["autocorrelation"], direct.autocorrelation

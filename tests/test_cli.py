@@ -130,7 +130,9 @@ def test_evaluate_runs_the_residual_tests(io_model, tmp_path, capsys):
     rec = load_data("synthetic", parser.parse_args(["evaluate", "m", *SYNTH])).test[0]
     u, y, n0 = _io(rec)
     assert row["n_init"] == n0
-    res = residual_analysis(y, est.predict(u, y_init=y[:n0]), u, n_init=n0, max_lag=10)
+    res = residual_analysis(
+        y, est.predict(u, y_init=y[:n0]), u=u, n_init=n0, max_lag=10
+    )
     assert row["ljung_box_p"] == pytest.approx(float(res.ljung_box_pvalue.min()))
     frac = res.fraction_outside()["cross_correlation"]
     assert row["input_corr_outside"] == pytest.approx(float(frac.max()))
@@ -138,6 +140,9 @@ def test_evaluate_runs_the_residual_tests(io_model, tmp_path, capsys):
     argv = ["evaluate", io_model, *SYNTH, "--device", "cpu", "--residual-lags"]
     status, _, err = run([*argv, "100000"], capsys)
     assert status != 0 and "max_lag" in err
+    with pytest.raises(SystemExit):
+        cli.main([str(a) for a in [*argv, "0"]])
+    assert "must be >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("suffix", [".nc", ".csv"])

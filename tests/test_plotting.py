@@ -146,7 +146,7 @@ def test_residual_analysis_panels(tmp_path):
     u = rng.standard_normal((400, 2))
     y = rng.standard_normal((400, 2))
     pred = y - 0.1 * rng.standard_normal((400, 2)) - 0.3 * np.roll(u[:, :1], 2, axis=0)
-    res = residual_analysis(y, pred, u, max_lag=10)
+    res = residual_analysis(y, pred, u=u, max_lag=10)
     fig = plotting.plot_residual_analysis(res, title="check")
     assert len(fig.axes) == 6  # two outputs x (autocorrelation + two inputs)
     red = [

@@ -60,15 +60,35 @@ def evaluate_io(model, records, *, n_samples: int = 0, seed: int = 0, label: str
     return rows, preds
 
 
-def residual_tests(records, preds, rows, max_lag: int, folder: Path | None = None):
+def residual_tests(
+    records: list,
+    preds: list,
+    rows: list[dict],
+    max_lag: int,
+    folder: Path | None = None,
+) -> None:
     """Add the residual correlation tests of each record's free run to its row.
 
-    ``ljung_box_p``: the smallest Ljung-Box p-value over the outputs (one-step
-    errors of a good model pass; free runs of slow systems do not);
-    ``input_corr_outside``: the largest share, over input and output
-    channels, of lags whose cross-correlation with the input lies outside its
-    99 % bound (about 1 % for a model that missed nothing the input explains).
-    With ``folder``, one ``residuals[_i].png`` per record.
+    ``ljung_box_p``: the smallest Ljung-Box p-value over the outputs (of the
+    free run, so near 0 for any slow system: it is the test for one-step
+    errors); ``input_corr_outside``: the largest share, over input and
+    output channels, of the lags ``-max_lag..max_lag`` whose
+    cross-correlation with the input lies outside its 99 % bound (about 1 %
+    when the input explains nothing of the error; feedback shows at negative
+    lags). With ``folder``, one ``residuals[_i].png`` per record.
+
+    Parameters
+    ----------
+    records : list of xarray.Dataset
+        The evaluated records.
+    preds : list of (ndarray, band)
+        Their free runs, as :func:`evaluate_io` returns them.
+    rows : list of dict
+        Its rows; the two figures are added in place.
+    max_lag : int
+        Largest lag tested.
+    folder : Path or None
+        Where to write the figures.
     """
     from .. import plotting
     from ..residuals import residual_analysis
@@ -76,7 +96,7 @@ def residual_tests(records, preds, rows, max_lag: int, folder: Path | None = Non
     for i, (rec, (p, _), row) in enumerate(zip(records, preds, rows, strict=True)):
         u, y, _ = _io(rec)
         res = residual_analysis(
-            y, p, u if u.shape[1] else None, n_init=row["n_init"], max_lag=max_lag
+            y, p, u=u if u.shape[1] else None, n_init=row["n_init"], max_lag=max_lag
         )
         row["ljung_box_p"] = float(res.ljung_box_pvalue.min())
         cross = res.fraction_outside()["cross_correlation"]

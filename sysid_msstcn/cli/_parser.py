@@ -91,6 +91,17 @@ def _parent(data: bool = True, estimator: bool = False) -> argparse.ArgumentPars
     return parent
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an int: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``sysid-msstcn`` with all subcommands."""
     parser = argparse.ArgumentParser(
@@ -170,11 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mc-samples", type=int, default=0, help=_MC_HELP)
     p.add_argument(
         "--residual-lags",
-        type=int,
+        type=_positive_int,
         default=None,
         metavar="L",
-        help="also run the residual correlation tests up to lag L (input/output "
-        "data): the Ljung-Box p-value and the share of input lags outside the "
+        help="also run the residual correlation tests of the free runs up to lag "
+        "L (input/output data): the Ljung-Box p-value (near 0 for any free run "
+        "of a slow system) and the share of the input lags -L..L outside the "
         "99%% bound; with --plots, residuals.png",
     )
     p.add_argument("--output", help=_OUTPUT_HELP)

@@ -272,6 +272,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(_table(rows, _IO_COLUMNS))
         if args.plots:
             _plot_records(records, _by_label({"msstcn": preds}, rows), Path(args.plots))
+    elif args.residual_lags is not None:
+        raise UsageError("--residual-lags needs input/output data")
     elif not hasattr(est, "elbo"):
         raise UsageError(f"{args.model} is an ensemble: it evaluates input/output data")
     else:
