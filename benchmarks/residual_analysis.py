@@ -4,12 +4,13 @@ Simulates the model (and each member of an ensemble, and a hybrid's nominal
 model alone) on the benchmark's training and test records from u and the
 first ``n_init`` outputs, as the suite does, and runs
 :func:`sysid_msstcn.residuals.residual_analysis` on each free-run error: the
-residual's autocorrelation (Ljung-Box), its cross-correlation with the input
-(bound allowing for coloured signals) and Billings and Voon's tests with the
-squared input. It also regresses the error on the measured output
-(``e = a + b * y``): a slope or offset that the test record shows and the
-training record does not is a difference between the records that no model
-fitted on the training record can learn.
+residual's autocorrelation (Ljung-Box) and its cross-correlation with the
+input (bound allowing for coloured signals), optionally Billings and Voon's
+tests with the squared input. It also regresses the error on the measured
+output (``e = a + b * y``): a slope or offset that the test record shows
+and the training record does not, for every model, points to a difference
+between the records that a model fitted on the training record cannot
+learn.
 
 Billings and Voon's tests (``--nonlinear``) are meant for one-step errors;
 on free runs they mostly repeat what the error's slowness already says.
