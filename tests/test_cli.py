@@ -136,6 +136,11 @@ def test_evaluate_runs_the_residual_tests(io_model, tmp_path, capsys):
     assert row["ljung_box_p"] == pytest.approx(float(res.ljung_box_pvalue.min()))
     frac = res.fraction_outside()["cross_correlation"]
     assert row["input_corr_outside"] == pytest.approx(float(frac.max()))
+    one = residual_analysis(y, est.predict_ahead(u, y, steps=1), n_init=n0, max_lag=10)
+    assert row["ljung_box_p_one_step"] == pytest.approx(
+        float(one.ljung_box_pvalue.min())
+    )
+    assert "Ljung-Box p (1 step)" in stdout
     assert (tmp_path / "plots" / "residuals.png").stat().st_size > 0
     argv = ["evaluate", io_model, *SYNTH, "--device", "cpu", "--residual-lags"]
     status, _, err = run([*argv, "100000"], capsys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,30 +62,35 @@ def evaluate_io(model, records, *, n_samples: int = 0, seed: int = 0, label: str
 
 
 def residual_tests(
+    model: Any,
     records: list,
     preds: list,
     rows: list[dict],
     max_lag: int,
     folder: Path | None = None,
 ) -> None:
-    """Add the residual correlation tests of each record's free run to its row.
+    """Add the residual correlation tests of each record to its row.
 
-    ``ljung_box_p``: the smallest Ljung-Box p-value over the outputs (of the
-    free run, so near 0 for any slow system: it is the test for one-step
-    errors); ``input_corr_outside``: the largest share, over input and
-    output channels, of the lags ``-max_lag..max_lag`` whose
-    cross-correlation with the input lies outside its 99 % bound (about 1 %
+    ``input_corr_outside``: the largest share, over input and output
+    channels, of the lags ``-max_lag..max_lag`` whose cross-correlation of
+    the free-run error with the input lies outside its 99 % bound (about 1 %
     when the input explains nothing of the error; feedback shows at negative
-    lags). With ``folder``, one ``residuals[_i].png`` per record.
+    lags). ``ljung_box_p``: the smallest Ljung-Box p-value over the outputs
+    of the free-run error (near 0 for any slow system). For a model with
+    ``predict_ahead`` (MS-STCN), ``ljung_box_p_one_step``: the same for its
+    one-step-ahead errors, the proper whiteness test (a good model passes).
+    With ``folder``, one ``residuals[_i].png`` per record (the free run).
 
     Parameters
     ----------
+    model : estimator
+        The evaluated model (for its one-step-ahead prediction).
     records : list of xarray.Dataset
         The evaluated records.
     preds : list of (ndarray, band)
         Their free runs, as :func:`evaluate_io` returns them.
     rows : list of dict
-        Its rows; the two figures are added in place.
+        Its rows; the test figures are added in place.
     max_lag : int
         Largest lag tested.
     folder : Path or None
@@ -101,6 +107,10 @@ def residual_tests(
         row["ljung_box_p"] = float(res.ljung_box_pvalue.min())
         cross = res.fraction_outside()["cross_correlation"]
         row["input_corr_outside"] = float(cross.max()) if cross.size else None
+        if hasattr(model, "predict_ahead"):
+            ahead = np.asarray(model.predict_ahead(u, y, steps=1)).reshape(y.shape)
+            one = residual_analysis(y, ahead, n_init=row["n_init"], max_lag=max_lag)
+            row["ljung_box_p_one_step"] = float(one.ljung_box_pvalue.min())
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             suffix = "" if len(records) == 1 else f"_{i}"

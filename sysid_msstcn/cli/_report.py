@@ -81,6 +81,7 @@ _IO_COLUMNS = [
     ("fit_percent", "fit %", ".1f"),
     ("coverage_90", "90% coverage", ".2f"),
     ("ljung_box_p", "Ljung-Box p", ".2g"),
+    ("ljung_box_p_one_step", "Ljung-Box p (1 step)", ".2g"),
     ("input_corr_outside", "input corr. outside", ".0%"),
     ("fit_seconds", "train time (s)", ".1f"),
     ("fit_cpu_seconds", "train CPU (s)", ".1f"),

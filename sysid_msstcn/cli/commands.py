@@ -268,7 +268,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         if args.residual_lags is not None:
             folder = Path(args.plots) if args.plots else None
-            residual_tests(records, preds, rows, args.residual_lags, folder)
+            residual_tests(est, records, preds, rows, args.residual_lags, folder)
         print(_table(rows, _IO_COLUMNS))
         if args.plots:
             _plot_records(records, _by_label({"msstcn": preds}, rows), Path(args.plots))
