@@ -713,3 +713,31 @@ def test_residual_analysis_script_tests_each_free_run(benchmark_data, tmp_path):
                 np.testing.assert_allclose(
                     got["cross_correlation"], direct.cross_correlation
                 )
+
+
+def test_emps_record_parameters_recovers_a_simulated_drive(benchmark_data, tmp_path):
+    """benchmarks/emps_record_parameters.py: the inverse-dynamics fit recovers
+    the parameters of a drive simulated with them, and the file's relative
+    changes are those of its own per-record fits."""
+    from scipy.signal import lfilter
+
+    script = _load("emps_record_parameters.py")
+    rng = np.random.default_rng(0)
+    n, ts = 20000, 1e-3
+    u = 0.3 * lfilter([1.0], [1.0, -0.995], rng.standard_normal(n))
+    mass, fv, fc, c = 2.7, 6.0, 0.57, -0.09
+    q, v = np.zeros(n), 0.0
+    for t in range(1, n):  # explicit Euler at 1 kHz
+        v += ts * (u[t - 1] - fv * v - fc * np.sign(v) - c) / mass
+        q[t] = q[t - 1] + ts * v
+    theta = script.fit_inverse_dynamics(u, q, ts, cutoff=20.0)["theta"]
+    error = np.abs(theta / np.array([mass, fv, fc, c]) - 1.0)
+    assert np.all(error < [0.01, 0.03, 0.08, 0.05]), error
+    out = tmp_path / "emps_params.json"
+    argv = ["--data-dir", str(benchmark_data), "--cutoffs", "20", "--output", str(out)]
+    assert script.main(argv) == 0
+    fit = json.loads(out.read_text())["fits"]["20 Hz"]
+    assert len(fit["train"]["halves"]) == 2 and len(fit["test"]["thirds"]) == 3
+    for k in script.NAMES:
+        ratio = fit["test"]["theta"][k] / fit["train"]["theta"][k] - 1.0
+        assert fit["relative_change_test_vs_train"][k] == pytest.approx(ratio)
