@@ -136,9 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         (str(ds.attrs.get("name", f"test_{i}")), ds) for i, ds in enumerate(test)
     ]
 
-    def simulate(m):
-        return lambda u, y0: m.predict(u, y_init=y0)
-
     candidates = [("model", model)]
     if isinstance(model, EnsembleRegressor):
         candidates += [
@@ -150,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     main_results = {}
     for label, m in candidates:
         models[label], res = analyse(
-            simulate(m), records, n_init, scale, args.max_lag, args.nonlinear
+            m.predict, records, n_init, scale, args.max_lag, args.nonlinear
         )
         if label == "model":
             main_results = res

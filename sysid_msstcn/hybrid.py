@@ -213,13 +213,19 @@ class LinearResidualRegressor(RegressorMixin, MultiOutputMixin, BaseEstimator):
         linear: Any, us: list, ys: list, every: int, n_lin: int
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """``(u, y, y_lin)`` of the linear runs restarted every ``every`` samples."""
-        runs = []
-        for u, y in zip(us, ys, strict=True):
-            for start in range(every, y.shape[0] - every + 1, every):
-                seg_u, seg_y = u[start : start + every], y[start : start + every]
-                lin = np.asarray(linear.predict(seg_u, seg_y[:n_lin]))
-                runs.append((seg_u, seg_y, lin.reshape(seg_y.shape)))  # (every, .)
-        return runs
+        segments = [
+            (u[start : start + every], y[start : start + every])  # (every, .)
+            for u, y in zip(us, ys, strict=True)
+            for start in range(every, y.shape[0] - every + 1, every)
+        ]
+        if not segments:
+            return []
+        seg_us, seg_ys = (list(part) for part in zip(*segments, strict=True))
+        lins = linear.predict(seg_us, [v[:n_lin] for v in seg_ys])  # one call
+        return [
+            (seg_u, seg_y, np.asarray(lin).reshape(seg_y.shape))
+            for (seg_u, seg_y), lin in zip(segments, lins, strict=True)
+        ]
 
     def _is_fitted(self) -> bool:
         return hasattr(self, "estimator_")

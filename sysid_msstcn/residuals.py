@@ -208,17 +208,15 @@ def _records(
     y_true: Any, y_pred: Any, u: Any, n_init: int, max_lag: int
 ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Per-experiment residuals ``(T_i - n_init, n_y)`` and inputs, validated."""
-    truth = as_experiments(None, y_true, y_name="y_true")
+    # u and y_true in one pass (u None: outputs only)
+    truth = as_experiments(u, y_true, x_name="u", y_name="y_true")
     pred = as_experiments(None, y_pred, y_name="y_pred")
     if truth.n_experiments != pred.n_experiments:
         raise ShapeError(
             f"y_true has {truth.n_experiments} experiment(s) but y_pred has "
             f"{pred.n_experiments}"
         )
-    inputs = None
-    if u is not None:
-        data = as_experiments(u, y_true, x_name="u", y_name="y_true")
-        inputs = [a[n_init:] for a in data.u]  # type: ignore[index]
+    inputs = None if u is None else [a[n_init:] for a in truth.u]  # type: ignore[index]
     errors = []
     for i, (a, b) in enumerate(zip(truth.y, pred.y, strict=True)):
         where = f" (experiment {i})" if truth.n_experiments > 1 else ""
@@ -365,6 +363,7 @@ def residual_analysis(
         raise ValueError("nonlinear=True needs the input u")
     errors, inputs = _records(y_true, y_pred, u, int(n_init), int(max_lag))
     e = _centred(errors, "the residual")
+    e_mean = np.concatenate(errors).mean(axis=0)
     n = sum(len(p) for p in e)
     z = float(stats.norm.ppf(0.5 + confidence / 2.0))
     r_ee = _auto(e)  # (2 T_max - 1, n_y), every lag
@@ -384,7 +383,6 @@ def residual_analysis(
         cross_bound = _bound(_auto(x), r_ee, z, n)
         if nonlinear:
             u_mean = np.concatenate(inputs).mean(axis=0)
-            e_mean = np.concatenate(errors).mean(axis=0)
             u2 = _centred([(p - u_mean) ** 2 for p in inputs], "the squared input")
             e2 = _centred([(p - e_mean) ** 2 for p in errors], "the squared residual")
             r_u2 = _auto(u2)
@@ -396,7 +394,7 @@ def residual_analysis(
     return ResidualAnalysis(
         lags=np.arange(max_lag + 1),
         cross_lags=np.arange(-max_lag, max_lag + 1),
-        mean=np.concatenate(errors).mean(axis=0),
+        mean=e_mean,
         autocorrelation=auto,
         autocorrelation_bound=float(z / np.sqrt(n)),
         ljung_box=q,
